@@ -1,0 +1,43 @@
+# The two commands of the README. Both install what they need on a brand-new Debian machine.
+#   make test   - system packages, .venv with the project and dev extras, the whole suite
+#   make lab    - the namespace demo (the spine-leaf lab replaces it, see docs/lab.md)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages the tests and the lab run for real.
+APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins
+
+.PHONY: test lab system venv lint typecheck clean demo
+
+system:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check announcer tests
+	$(VENV)/bin/mypy
+
+test: system venv
+	$(VENV)/bin/ruff check announcer tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lab: system venv
+	$(PY) -m announcer.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

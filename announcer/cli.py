@@ -1,0 +1,130 @@
+"""Command line: ``announcer run|plan|check -c FILE``. The only place that exits.
+
+Exit codes follow sysexits.h: 0 ok, 1 runtime failure, 64 usage, 78 configuration.
+stdout belongs to ExaBGP under ``run``; logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from announcer.config import EX_CONFIG, Config, ConfigError, load_config, to_policy
+from announcer.core.plan import diff
+from announcer.core.policy import Decision, decide, desired
+from announcer.core.world import World
+from announcer.exabgp.commands import render
+from announcer.model import Prefix
+
+EX_USAGE = 64
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts level event key=value ...``: the message is the stable event name + fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        text = f"{stamp}.{int(record.msecs):03d} {record.levelname.lower()} {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
+    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
+
+
+def plan_report(config: Config, world: World) -> dict[str, Any]:
+    """Every prefix with its decision and reason, and the lines a fresh start would send."""
+    policy = to_policy(config)
+    decisions = decide(world, policy)
+    want = desired(decisions.values(), policy)
+    lines = [render(c) for c in diff(want, {}, may_withdraw=False)]
+    rows = [_row(decisions[p]) for p in sorted(decisions, key=_sort_key)]
+    return {"decisions": rows, "commands": lines}
+
+
+def _row(decision: Decision) -> dict[str, Any]:
+    return {
+        "prefix": str(decision.prefix),
+        "announce": decision.announce,
+        "reason": decision.reason,
+        "sources": list(decision.sources),
+    }
+
+
+def _print_plan(report: dict[str, Any]) -> None:
+    for row in report["decisions"]:
+        verdict = "announce" if row["announce"] else "withhold"
+        print(f"{row['prefix']:<43} {verdict:<8} {row['reason']:<22} {' '.join(row['sources'])}")
+    print(f"# {len(report['commands'])} ExaBGP command(s) on a fresh start:")
+    for line in report["commands"]:
+        print(line)
+
+
+def _cmd_plan(config: Config, as_json: bool) -> int:
+    from announcer.sources.kernel import dump_kernel  # I/O only when asked
+
+    world = World()
+    world.apply(dump_kernel())
+    report = plan_report(config, world)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_plan(report)
+    return 0
+
+
+def _cmd_run(config: Config) -> int:
+    from announcer.runtime import run
+
+    return run(config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="announcer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run as ExaBGP's API process (stdin/stdout are ExaBGP's pipe)"),
+        ("plan", "read the kernel once; print every prefix with its decision and reason"),
+        ("check", "validate the configuration; exit 0, or 78 naming the problem"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
+        cmd.add_argument(
+            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        )
+        if name == "plan":
+            cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"announcer: configuration error:\n{exc}", file=sys.stderr)
+        sys.exit(EX_CONFIG)
+    if args.command == "check":
+        print(f"{args.config}: ok", file=sys.stderr)
+        sys.exit(0)
+    if args.command == "plan":
+        sys.exit(_cmd_plan(config, args.json))
+    sys.exit(_cmd_run(config))
+
+
+if __name__ == "__main__":
+    main()

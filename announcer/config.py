@@ -1,0 +1,262 @@
+"""Configuration: YAML parsed once into frozen pydantic models.
+
+Validation is pure (no probing of interfaces or sockets). Unknown keys are rejected and
+every error names the file, the key and the offending value. :func:`to_policy` converts
+the models into the core's plain policy object, so ``announcer/core`` never sees pydantic.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from announcer.core.policy import Policy
+from announcer.model import Attributes, Community, LargeCommunity, NextHop, Prefix
+
+# iproute2's /etc/iproute2/rt_protos and rt_tables names, so configs can say "boot" or "main".
+ROUTE_PROTOCOLS: dict[str, int] = {
+    "unspec": 0, "redirect": 1, "kernel": 2, "boot": 3, "static": 4, "gated": 8, "ra": 9,
+    "mrt": 10, "zebra": 11, "bird": 12, "dnrouted": 13, "xorp": 14, "ntk": 15, "dhcp": 16,
+    "keepalived": 18, "babel": 42, "openr": 99, "bgp": 186, "isis": 187, "ospf": 188,
+    "rip": 189, "eigrp": 192,
+}  # fmt: skip
+ROUTE_TABLES: dict[str, int] = {"default": 253, "main": 254, "local": 255}
+
+_GLOB_CHARS = re.compile(r"[A-Za-z0-9_.\-*?\[\]!@+]{1,64}")
+_COMMUNITY = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")
+_LARGE_COMMUNITY = re.compile(r"([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})")
+WELL_KNOWN_COMMUNITIES: dict[str, Community] = {
+    "GRACEFUL_SHUTDOWN": Community(65535, 0),
+    "ACCEPT_OWN": Community(65535, 1),
+    "BLACKHOLE": Community(65535, 666),
+    "NO_EXPORT": Community(65535, 65281),
+    "NO_ADVERTISE": Community(65535, 65282),
+    "NO_EXPORT_SUBCONFED": Community(65535, 65283),
+    "NOPEER": Community(65535, 65284),
+}
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, key and value."""
+
+
+def _check_glob(value: str) -> str:
+    if not _GLOB_CHARS.fullmatch(value):
+        raise ValueError(
+            f"interface glob {value!r} may only hold letters, digits, '_.-@+' and the "
+            "wildcards '*?[]!' (1 to 64 characters)"
+        )
+    depth = 0
+    for char in value:
+        if char == "[":
+            if depth:
+                raise ValueError(f"interface glob {value!r} nests '['")
+            depth = 1
+        elif char == "]" and depth:
+            depth = 0
+    if depth:
+        raise ValueError(f"interface glob {value!r} has an unclosed '['")
+    return value
+
+
+def parse_community(text: str) -> Community:
+    """``ASN:VALUE`` or a well-known name (RFC 1997, 7999, 8326); always numeric inside."""
+    named = WELL_KNOWN_COMMUNITIES.get(text.upper().replace("-", "_"))
+    if named is not None:
+        return named
+    match = _COMMUNITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"community {text!r} is not ASN:VALUE (0-65535:0-65535) or a known name")
+    return Community(int(match[1]), int(match[2]))
+
+
+def parse_large_community(text: str) -> LargeCommunity:
+    match = _LARGE_COMMUNITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"large community {text!r} is not GLOBAL:LOCAL1:LOCAL2")
+    return LargeCommunity(int(match[1]), int(match[2]), int(match[3]))
+
+
+def _name_or_number(value: object, names: dict[str, int], what: str, high: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value in names:
+        return names[value]
+    elif isinstance(value, str) and value.isdigit():
+        number = int(value)
+    else:
+        known = ", ".join(sorted(names))
+        raise ValueError(f"{what} {value!r} is not a number or one of: {known}")
+    if not 0 <= number <= high:
+        raise ValueError(f"{what} {value!r} is out of range 0..{high}")
+    return number
+
+
+Glob = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ExaBGPConfig(_Strict):
+    dialect: Literal[4, 5] = 5
+    next_hop: Literal["self"] | IPv4Address | IPv6Address = "self"
+    neighbors: tuple[IPv4Address | IPv6Address, ...] = ()
+    ack_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    startup_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+
+
+class KernelConfig(_Strict):
+    tables: tuple[int, ...] = (254,)
+    interfaces: tuple[Glob, ...] = ("vethr*",)
+    protocols: tuple[int, ...] = ()
+    address_interfaces: tuple[Glob, ...] = ()
+    resync_interval_seconds: float = Field(60.0, gt=0, le=86400)
+    netlink_rcvbuf_bytes: int = Field(64 * 1024 * 1024, ge=65536, le=1 << 30)
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _tables(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return tuple(_name_or_number(v, ROUTE_TABLES, "table", 0xFFFFFFFF) for v in value)
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _protocols(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return tuple(_name_or_number(v, ROUTE_PROTOCOLS, "route protocol", 255) for v in value)
+
+    @field_validator("interfaces", "address_interfaces")
+    @classmethod
+    def _globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_glob(v) for v in value)
+
+
+class AttributesConfig(_Strict):
+    med: int | None = Field(None, ge=0, le=0xFFFFFFFF)
+    local_preference: int | None = Field(None, ge=0, le=0xFFFFFFFF)
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+
+    @field_validator("communities")
+    @classmethod
+    def _communities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_community(text)
+        return value
+
+    @field_validator("large_communities")
+    @classmethod
+    def _large(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_large_community(text)
+        return value
+
+    def to_attributes(self) -> Attributes:
+        return Attributes(
+            med=self.med,
+            local_preference=self.local_preference,
+            communities=tuple(parse_community(c) for c in self.communities),
+            large_communities=tuple(parse_large_community(c) for c in self.large_communities),
+        )
+
+
+class PolicyConfig(_Strict):
+    allow: tuple[str, ...] = ()
+    max_routes: int = Field(10000, ge=0, le=10_000_000)
+    attributes: AttributesConfig = AttributesConfig()
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                ip_network(text, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"allow entry {text!r} is not a CIDR prefix: {exc}") from None
+        return value
+
+    def networks(self) -> tuple[Prefix, ...]:
+        return tuple(ip_network(text, strict=True) for text in self.allow)
+
+
+class Config(_Strict):
+    exabgp: ExaBGPConfig = ExaBGPConfig()
+    kernel: KernelConfig = KernelConfig()
+    policy: PolicyConfig = PolicyConfig()
+
+
+def _describe(error: Any, document: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    value = error.get("input", "<missing>")
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (value {value!r})"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message} (got {value!r})"
+
+
+def parse_config(document: Any, source: str = "<config>") -> Config:
+    """Validate a parsed YAML document; raise :class:`ConfigError` naming every problem."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {document!r}")
+    try:
+        return Config.model_validate(document)
+    except ValidationError as exc:
+        lines = [f"{source}: {_describe(err, document)}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(document, str(path))
+
+
+def _next_hop(value: Literal["self"] | IPv4Address | IPv6Address) -> NextHop:
+    return value if value == "self" else ip_address(value)
+
+
+def to_policy(config: Config) -> Policy:
+    """The core's view of the configuration."""
+    return Policy(
+        tables=frozenset(config.kernel.tables),
+        interfaces=config.kernel.interfaces,
+        protocols=frozenset(config.kernel.protocols),
+        address_interfaces=config.kernel.address_interfaces,
+        allow=config.policy.networks(),
+        max_routes=config.policy.max_routes,
+        next_hop=_next_hop(config.exabgp.next_hop),
+        attributes=config.policy.attributes.to_attributes(),
+        neighbors=frozenset(config.exabgp.neighbors),
+    )
+
+
+__all__ = [
+    "EX_CONFIG",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_community",
+    "parse_config",
+    "parse_large_community",
+    "to_policy",
+]

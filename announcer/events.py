@@ -1,0 +1,116 @@
+"""Observations: what sources report, in the past tense.
+
+Sources turn what they read (netlink messages, API payloads) into these typed values;
+the core applies them to its world snapshot. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from announcer.model import IPAddress, Prefix
+
+# Kernel constants (linux/rtnetlink.h, linux/if.h) the core needs to name.
+RTN_UNICAST = 1
+RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRoute:
+    """One route of the kernel's routing tables (RTM_NEWROUTE)."""
+
+    prefix: Prefix
+    table: int
+    protocol: int
+    type: int = RTN_UNICAST
+    oif: int | None = None
+    gateway: IPAddress | None = None
+    priority: int = 0
+    multipath: bool = False
+
+    @property
+    def key(self) -> RouteKey:
+        """What identifies a route in the kernel: a delete names these fields."""
+        return (self.table, self.prefix, self.priority)
+
+
+RouteKey = tuple[int, Prefix, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KernelLink:
+    """A network interface (RTM_NEWLINK)."""
+
+    index: int
+    name: str
+    flags: int
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP) and bool(self.flags & IFF_LOWER_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelAddress:
+    """An address on an interface (RTM_NEWADDR)."""
+
+    index: int
+    address: IPAddress
+    prefixlen: int
+
+    @property
+    def key(self) -> tuple[int, IPAddress, int]:
+        return (self.index, self.address, self.prefixlen)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSnapshot:
+    """A full dump of routes, links and addresses: replaces everything known of the kernel."""
+
+    routes: tuple[KernelRoute, ...]
+    links: tuple[KernelLink, ...]
+    addresses: tuple[KernelAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAdded:
+    route: KernelRoute
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRemoved:
+    route: KernelRoute
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    link: KernelLink
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRemoved:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAdded:
+    address: KernelAddress
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRemoved:
+    address: KernelAddress
+
+
+KernelEvent = (
+    KernelSnapshot
+    | RouteAdded
+    | RouteRemoved
+    | LinkChanged
+    | LinkRemoved
+    | AddressAdded
+    | AddressRemoved
+)

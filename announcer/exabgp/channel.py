@@ -1,0 +1,150 @@
+"""The pipe to ExaBGP: the only writer of stdout, and the reader that never stops.
+
+ExaBGP writes acks and events to our stdin with a *blocking* write: a helper that stops
+reading wedges ExaBGP and every BGP session with it. So stdin is read by a dedicated
+thread, whatever the event loop is doing, and stdout is written by another thread, so
+a slow ExaBGP never blocks the loop either. Replies (``done``/``error``) come back in
+the order the commands were sent; each command's future resolves with its reply and
+any text lines that came before it (the output of ``show`` and ``version``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from announcer.exabgp.commands import Ack, Message, Text, parse_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    line: str
+    future: asyncio.Future[Reply]
+    output: list[str] = field(default_factory=list)
+
+
+class ExaBGPChannel:
+    def __init__(
+        self,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        on_message: Callable[[Message], None],
+        on_eof: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self._on_message = on_message
+        self._on_eof = on_eof
+        self._clock = clock
+        self._pending: deque[_Pending] = deque()
+        self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_progress = clock()
+        self.sent = 0
+        self.acked = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        threading.Thread(target=self._read, name="exabgp-stdin", daemon=True).start()
+        threading.Thread(target=self._write, name="exabgp-stdout", daemon=True).start()
+
+    def close(self) -> None:
+        self._outbox.put(None)
+
+    # --- sending (event loop thread) ---
+
+    def send(self, line: str) -> asyncio.Future[Reply]:
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        if not self._pending:
+            self._last_progress = self._clock()
+        self._pending.append(_Pending(line, future))
+        self._outbox.put(line)
+        self.sent += 1
+        return future
+
+    def stalled_for(self) -> float:
+        """Seconds without any reply while commands wait for one (0 when none wait)."""
+        if not self._pending:
+            return 0.0
+        return self._clock() - self._last_progress
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # --- receiving (event loop thread) ---
+
+    def _on_line(self, line: str) -> None:
+        message = parse_message(line)
+        if isinstance(message, Ack):
+            if not self._pending:
+                log.warning("exabgp_unexpected_ack reply=%s", "done" if message.ok else "error")
+                return
+            pending = self._pending.popleft()
+            self._last_progress = self._clock()
+            self.acked += 1
+            if not pending.future.done():
+                pending.future.set_result(Reply(message.ok, pending.output))
+            return
+        if isinstance(message, Text) and self._pending:
+            self._pending[0].output.append(message.text)
+            return
+        self._on_message(message)
+
+    # --- threads ---
+
+    def _read(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            for raw in self._stdin:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                loop.call_soon_threadsafe(self._on_line, line)
+        except (OSError, ValueError) as exc:
+            log.error("exabgp_stdin_failed error=%s", exc)
+        finally:
+            with contextlib.suppress(RuntimeError):  # loop closed: we are exiting anyway
+                loop.call_soon_threadsafe(self._on_eof)
+
+    def _write(self) -> None:
+        closing = False
+        while not closing:
+            item = self._outbox.get()
+            batch: list[str] = []
+            while True:
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+                if len(batch) >= 512:
+                    break
+                try:
+                    item = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            try:
+                self._stdout.write(("\n".join(batch) + "\n").encode())
+                self._stdout.flush()
+            except (OSError, ValueError) as exc:
+                log.error("exabgp_stdout_failed error=%s", exc)
+                return

@@ -1,0 +1,167 @@
+"""ExaBGP's text API, pure: render our commands, parse what ExaBGP writes back.
+
+ExaBGP dispatches a line by *substring* (a line merely containing ``shutdown`` can run
+that command), so every line is built from typed values only: networks and addresses
+from :mod:`ipaddress`, bounded integers, fixed keywords. :data:`COMMAND_GRAMMAR` is the
+strict grammar of every line we send; tests prove the renderer never leaves it.
+
+The same lines work for ExaBGP 4.x and 5.x (``neighbor A, neighbor B`` selectors; no
+``neighbor *``, which 4.2 rejects).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+from typing import Any
+
+from announcer.core.plan import Announce, Command
+from announcer.model import Announcement, IPAddress, Prefix
+
+VERSION = "version"
+SHOW_ADJ_RIB_OUT = "show adj-rib out"
+
+_V4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+_V6 = r"[0-9a-f:]*:[0-9a-f:.]*"
+_IP = rf"(?:{_V4}|{_V6})"
+_SELECTOR = rf"(?:neighbor {_IP}(?:, neighbor {_IP})* )?"
+_ATTRS = (
+    r"(?: med \d{1,10})?"
+    r"(?: local-preference \d{1,10})?"
+    r"(?: community \[\d{1,5}:\d{1,5}(?: \d{1,5}:\d{1,5})*\])?"
+    r"(?: large-community \[\d{1,10}:\d{1,10}:\d{1,10}(?: \d{1,10}:\d{1,10}:\d{1,10})*\])?"
+)
+COMMAND_GRAMMAR = re.compile(
+    rf"{_SELECTOR}announce route {_IP}/\d{{1,3}} next-hop (?:self|{_IP}){_ATTRS}"
+    rf"|{_SELECTOR}withdraw route {_IP}/\d{{1,3}}"
+    rf"|{VERSION}|{SHOW_ADJ_RIB_OUT}"
+)
+
+
+def _selector(neighbors: frozenset[IPAddress]) -> str:
+    if not neighbors:
+        return ""
+    ordered = sorted(neighbors, key=lambda a: (a.version, int(a)))
+    return ", ".join(f"neighbor {n}" for n in ordered) + " "
+
+
+def render_announce(announcement: Announcement) -> str:
+    attrs = announcement.attributes
+    parts = [
+        f"{_selector(announcement.neighbors)}announce route {announcement.prefix}",
+        f"next-hop {announcement.next_hop}",
+    ]
+    if attrs.med is not None:
+        parts.append(f"med {attrs.med}")
+    if attrs.local_preference is not None:
+        parts.append(f"local-preference {attrs.local_preference}")
+    if attrs.communities:
+        parts.append("community [" + " ".join(str(c) for c in attrs.communities) + "]")
+    if attrs.large_communities:
+        parts.append("large-community [" + " ".join(str(c) for c in attrs.large_communities) + "]")
+    return " ".join(parts)
+
+
+def render_withdraw(prefix: Prefix, neighbors: frozenset[IPAddress]) -> str:
+    return f"{_selector(neighbors)}withdraw route {prefix}"
+
+
+def render(command: Command) -> str:
+    """One ExaBGP line, checked against our grammar before it can be written."""
+    if isinstance(command, Announce):
+        line = render_announce(command.announcement)
+    else:
+        line = render_withdraw(command.prefix, command.neighbors)
+    if not COMMAND_GRAMMAR.fullmatch(line):  # unreachable with typed inputs; kept as a fuse
+        raise ValueError(f"refusing to send a line outside our grammar: {line!r}")
+    return line
+
+
+# --- what ExaBGP writes to us -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborState:
+    peer: IPAddress
+    state: str  # connected, up, down
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExaBGPShutdown:
+    """ExaBGP said it is exiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class OtherJSON:
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Any other line: output of ``show``/``version``, or chatter."""
+
+    text: str
+
+
+Message = Ack | NeighborState | ExaBGPShutdown | OtherJSON | Text
+
+
+def _neighbor_state(payload: dict[str, Any]) -> Message:
+    neighbor = payload.get("neighbor")
+    if not isinstance(neighbor, dict):
+        return OtherJSON("state")
+    try:
+        peer = ip_address(neighbor["address"]["peer"])
+        state = str(neighbor["state"])
+    except (KeyError, TypeError, ValueError):
+        return OtherJSON("state")
+    return NeighborState(peer, state, str(neighbor.get("reason", "")))
+
+
+def parse_message(line: str) -> Message:
+    """Classify one line ExaBGP wrote to our stdin (4.x and 5.x JSON encoder)."""
+    if line == "done":
+        return Ack(True)
+    if line == "error":
+        return Ack(False)
+    if not line.startswith("{"):
+        return Text(line)
+    try:
+        payload = json.loads(line)
+    except ValueError:
+        return Text(line)
+    if not isinstance(payload, dict):
+        return Text(line)
+    kind = str(payload.get("type", ""))
+    if kind == "state":
+        return _neighbor_state(payload)
+    if kind == "notification" and payload.get("notification") == "shutdown":
+        return ExaBGPShutdown()
+    return OtherJSON(kind)
+
+
+_RIB_LINE = re.compile(r"(\S+) (ipv4|ipv6) unicast (\S+)(?: .*)?")
+
+
+def parse_adj_rib_out(lines: list[str]) -> tuple[list[tuple[IPAddress, Prefix]], list[str]]:
+    """``show adj-rib out`` lines -> (neighbor, prefix) pairs, plus lines not understood."""
+    entries: list[tuple[IPAddress, Prefix]] = []
+    unparsed: list[str] = []
+    for line in lines:
+        match = _RIB_LINE.fullmatch(line.strip())
+        if match is None:
+            unparsed.append(line)
+            continue
+        try:
+            entries.append((ip_address(match[1]), ip_network(match[3], strict=True)))
+        except ValueError:
+            unparsed.append(line)
+    return entries, unparsed

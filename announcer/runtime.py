@@ -1,0 +1,320 @@
+"""The asyncio loop: the one place with threads, timers and signals.
+
+Start-up, in this order, so that nothing valid is ever withdrawn by a restart:
+ 1. ask ExaBGP its ``version`` (proves the pipe works and acks are on);
+ 2. subscribe to netlink, then dump the kernel (the world is known);
+ 3. read ExaBGP's ``show adj-rib out`` (what is announced is known: a respawned
+    announcer inherits what the previous one announced);
+ 4. reconcile: withdraw what is announced but no longer valid, (re-)announce what is
+    valid; ExaBGP sends no UPDATE for an identical route, so valid routes never blip.
+Then every netlink event updates the world and schedules a reconcile; a periodic
+re-dump (and any netlink overrun) replaces the world with the kernel's truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from announcer.config import Config, to_policy
+from announcer.core.plan import Announce, AnnouncedTable, Command, diff
+from announcer.core.policy import Decision, decide, desired
+from announcer.core.world import World
+from announcer.events import KernelEvent, KernelSnapshot
+from announcer.exabgp.channel import ExaBGPChannel, Reply
+from announcer.exabgp.commands import (
+    SHOW_ADJ_RIB_OUT,
+    VERSION,
+    ExaBGPShutdown,
+    Message,
+    NeighborState,
+    Text,
+    parse_adj_rib_out,
+    render,
+)
+from announcer.model import Prefix
+from announcer.sources.kernel import NetlinkSubscription, Overrun, dump_kernel
+
+log = logging.getLogger("announcer")
+
+LOG_EACH_COMMAND_UP_TO = 50
+RETRY_MIN_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
+
+class StartupError(Exception):
+    """ExaBGP did not answer as the announcer needs (no acks, no reply)."""
+
+
+class ChannelDesynced(Exception):
+    """ExaBGP stopped acknowledging commands: our view of its RIB can't be trusted."""
+
+
+class Subscription(Protocol):
+    def fileno(self) -> int: ...
+    def read(self, max_datagrams: int = 256) -> list[KernelEvent]: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class KernelPort:
+    """How the runtime reaches the kernel; tests may pass fakes."""
+
+    dump: Callable[[], KernelSnapshot] = dump_kernel
+    subscribe: Callable[[int], Subscription] = NetlinkSubscription
+
+
+@dataclass
+class Stats:
+    reconciles: int = 0
+    resyncs: int = 0
+    overruns: int = 0
+    commands: int = 0
+    failures: int = 0
+    last_reconcile_seconds: float = 0.0
+    neighbors: dict[str, str] = field(default_factory=dict)
+
+
+class Announcer:
+    def __init__(
+        self,
+        config: Config,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        kernel: KernelPort | None = None,
+    ) -> None:
+        self.config = config
+        self.policy = to_policy(config)
+        self.kernel = kernel or KernelPort()
+        self.world = World()
+        self.table = AnnouncedTable()
+        self.decisions: dict[Prefix, Decision] = {}
+        self.stats = Stats()
+        self.channel = ExaBGPChannel(stdin, stdout, self._on_message, self._on_eof)
+        self._subscription: Subscription | None = None
+        self._stopped: asyncio.Future[int] | None = None
+        self._reconcile_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._retry_delay = RETRY_MIN_SECONDS
+        self._resyncing = False
+
+    # --- lifecycle ---
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, 0, f"signal_{sig.name}")
+        self.channel.start(loop)
+        try:
+            await self._start()
+        except StartupError as exc:
+            log.error("startup_failed reason=%s", exc)
+            return 1
+        resync_every = self.config.kernel.resync_interval_seconds
+        tasks = [
+            asyncio.create_task(self._every(resync_every, self.resync)),
+            asyncio.create_task(self._every(1.0, self._check_channel)),
+        ]
+        try:
+            return await self._stopped
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self._subscription is not None:
+                loop.remove_reader(self._subscription.fileno())
+                self._subscription.close()
+            self.channel.close()
+
+    def stop(self, code: int, reason: str) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            log.info("announcer_stopping reason=%s code=%d", reason, code)
+            self._stopped.set_result(code)
+
+    async def _start(self) -> None:
+        timeout = self.config.exabgp.startup_timeout_seconds
+        reply = await self._ask(VERSION, timeout)
+        log.info("exabgp_connected version=%r", " ".join(reply.lines))
+        self._subscription = self.kernel.subscribe(self.config.kernel.netlink_rcvbuf_bytes)
+        snapshot = await asyncio.to_thread(self.kernel.dump)
+        self._apply_snapshot(snapshot)
+        asyncio.get_running_loop().add_reader(self._subscription.fileno(), self._on_netlink)
+        reply = await self._ask(SHOW_ADJ_RIB_OUT, timeout)
+        entries, unparsed = parse_adj_rib_out(reply.lines)
+        for line in unparsed:
+            log.warning("exabgp_rib_line_not_understood line=%r", line)
+        self.table.load(entries)
+        log.info(
+            "announcer_started kernel_routes=%d previously_announced=%d",
+            len(self.world.routes),
+            len(self.table.entries),
+        )
+        self.reconcile()
+
+    async def _ask(self, line: str, timeout: float) -> Reply:
+        try:
+            reply = await asyncio.wait_for(self.channel.send(line), timeout)
+        except TimeoutError:
+            raise StartupError(
+                f"no 'done' from ExaBGP for {line!r} within {timeout:g}s: "
+                "is exabgp.api.ack=false? the announcer needs acks"
+            ) from None
+        if not reply.ok:
+            raise StartupError(f"ExaBGP answered 'error' to {line!r}")
+        return reply
+
+    async def _every(self, seconds: float, action: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            result = action()
+            if asyncio.iscoroutine(result):
+                await result
+
+    # --- kernel ---
+
+    def _on_netlink(self) -> None:
+        assert self._subscription is not None
+        try:
+            events = self._subscription.read()
+        except Overrun:
+            self.stats.overruns += 1
+            log.warning("netlink_overrun action=resync")
+            asyncio.get_running_loop().create_task(self.resync())
+            return
+        for event in events:
+            self.world.apply(event)
+        if events:
+            self.schedule_reconcile()
+
+    async def resync(self) -> None:
+        """Replace the world with a fresh kernel dump, then replay what queued meanwhile."""
+        if self._resyncing or self._subscription is None:
+            return
+        self._resyncing = True
+        loop = asyncio.get_running_loop()
+        fd = self._subscription.fileno()
+        loop.remove_reader(fd)  # changes queue in the socket while we dump
+        try:
+            snapshot = await asyncio.to_thread(self.kernel.dump)
+            self._apply_snapshot(snapshot)
+            self.stats.resyncs += 1
+        except Exception:
+            log.exception("kernel_resync_failed")
+        finally:
+            self._resyncing = False
+            loop.add_reader(fd, self._on_netlink)
+        self.schedule_reconcile()
+
+    def _apply_snapshot(self, snapshot: KernelSnapshot) -> None:
+        self.world.apply(snapshot)
+        assert self._subscription is not None
+        while True:  # replay everything queued since the dump began
+            try:
+                events = self._subscription.read()
+            except Overrun:
+                self.stats.overruns += 1
+                log.warning("netlink_overrun_during_dump action=dump_again")
+                self.world.apply(self.kernel.dump())
+                continue
+            if not events:
+                break
+            for event in events:
+                self.world.apply(event)
+
+    # --- reconcile ---
+
+    def schedule_reconcile(self, delay: float = 0.0) -> None:
+        if self._reconcile_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        # Coalesce: the busier reconciling is, the more events one reconcile absorbs.
+        delay = max(delay, min(self.stats.last_reconcile_seconds, 0.5))
+        if delay:
+            self._reconcile_handle = loop.call_later(delay, self.reconcile)
+        else:
+            self._reconcile_handle = loop.call_soon(self.reconcile)
+
+    def reconcile(self) -> None:
+        if self._reconcile_handle is not None:
+            self._reconcile_handle.cancel()
+        self._reconcile_handle = None
+        if not self.world.kernel_synced or not self.table.known:
+            return
+        started = time.perf_counter()
+        self.decisions = decide(self.world, self.policy, self.table.entries.keys())
+        want = desired(self.decisions.values(), self.policy)
+        commands = diff(want, self.table.entries, may_withdraw=True)
+        for command in commands:
+            self._send(command, quiet=len(commands) > LOG_EACH_COMMAND_UP_TO)
+        if len(commands) > LOG_EACH_COMMAND_UP_TO:
+            announces = sum(isinstance(c, Announce) for c in commands)
+            log.info(
+                "routes_changed announced=%d withdrawn=%d total_announced=%d",
+                announces,
+                len(commands) - announces,
+                len(self.table.entries),
+            )
+        self.stats.reconciles += 1
+        self.stats.commands += len(commands)
+        self.stats.last_reconcile_seconds = time.perf_counter() - started
+
+    def _send(self, command: Command, quiet: bool) -> None:
+        line = render(command)
+        self.table.record(command)
+        future = self.channel.send(line)
+        future.add_done_callback(lambda f: self._on_reply(command, line, f))
+        if not quiet:
+            decision = self.decisions.get(command.prefix)
+            reason = decision.reason if decision is not None else "not_observed"
+            verb = "route_announced" if isinstance(command, Announce) else "route_withdrawn"
+            log.info("%s prefix=%s reason=%s", verb, command.prefix, reason)
+
+    def _on_reply(self, command: Command, line: str, future: asyncio.Future[Reply]) -> None:
+        if future.cancelled() or future.result().ok:
+            self._retry_delay = RETRY_MIN_SECONDS
+            return
+        self.stats.failures += 1
+        self.table.fail(command)
+        log.error("exabgp_command_failed command=%r retry_in=%.0fs", line, self._retry_delay)
+        self.schedule_reconcile(self._retry_delay)
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
+
+    def _check_channel(self) -> None:
+        stalled = self.channel.stalled_for()
+        if stalled > self.config.exabgp.ack_timeout_seconds:
+            log.error(
+                "exabgp_not_acknowledging in_flight=%d stalled_seconds=%.1f action=exit_for_resync",
+                self.channel.in_flight,
+                stalled,
+            )
+            # Exit: ExaBGP respawns us and the new process starts from its adj-rib-out.
+            self.stop(1, "exabgp_not_acknowledging")
+
+    # --- ExaBGP messages ---
+
+    def _on_message(self, message: Message) -> None:
+        match message:
+            case NeighborState(peer, state, reason):
+                self.stats.neighbors[str(peer)] = state
+                log.info("neighbor_state peer=%s state=%s reason=%r", peer, state, reason)
+                # On "up" ExaBGP re-sends its adj-rib-out by itself (pinned by
+                # tests/exabgp/test_contract_exabgp.py): nothing to replay here.
+            case ExaBGPShutdown():
+                self.stop(0, "exabgp_shutdown")
+            case Text(text):
+                log.debug("exabgp_text line=%r", text)
+            case _:
+                pass
+
+    def _on_eof(self) -> None:
+        self.stop(0, "exabgp_stdin_closed")
+
+
+def run(config: Config) -> int:
+    announcer = Announcer(config, sys.stdin.buffer, sys.stdout.buffer)
+    return asyncio.run(announcer.run())
