@@ -73,7 +73,8 @@ def test_check_exits_78_naming_the_problem(tmp_path: Path) -> None:
     bad.write_text("kernel:\n  interfaces: ['[oops']\n")
     result = run_cli("check", "-c", str(bad))
     assert result.returncode == 78
-    assert "kernel.interfaces" in result.stderr and "[oops" in result.stderr
+    assert "kernel.interfaces" in result.stderr
+    assert "[oops" in result.stderr
     assert result.stdout == ""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -112,19 +113,30 @@ class ExaBGPChannel:
     # --- threads ---
 
     def _read(self) -> None:
+        # os.read on the descriptor, not the buffered sys.stdin: a daemon thread blocked
+        # inside a BufferedReader aborts the interpreter at exit.
         loop = self._loop
         assert loop is not None
+        fd = self._stdin.fileno()
+        pending = b""
         try:
-            for raw in self._stdin:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                loop.call_soon_threadsafe(self._on_line, line)
-        except (OSError, ValueError) as exc:
+            while chunk := os.read(fd, 1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                if lines:
+                    decoded = [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+                    loop.call_soon_threadsafe(self._on_lines, decoded)
+        except OSError as exc:
             log.error("exabgp_stdin_failed error=%s", exc)
         finally:
             with contextlib.suppress(RuntimeError):  # loop closed: we are exiting anyway
                 loop.call_soon_threadsafe(self._on_eof)
 
+    def _on_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self._on_line(line)
+
     def _write(self) -> None:
+        fd = self._stdout.fileno()
         closing = False
         while not closing:
             item = self._outbox.get()
@@ -142,9 +154,10 @@ class ExaBGPChannel:
                     break
             if not batch:
                 continue
+            data = memoryview(("\n".join(batch) + "\n").encode())
             try:
-                self._stdout.write(("\n".join(batch) + "\n").encode())
-                self._stdout.flush()
-            except (OSError, ValueError) as exc:
+                while data:  # os.write, like the reader: no buffered-object lock at exit
+                    data = data[os.write(fd, data) :]
+            except OSError as exc:
                 log.error("exabgp_stdout_failed error=%s", exc)
                 return

@@ -57,7 +57,8 @@ FOREIGN_COMMANDS = re.compile(r"shutdown|version|teardown|reload|restart|reset|c
 def test_every_announce_line_matches_our_strict_grammar(announcement: Announcement) -> None:
     line = render(Announce(announcement))
     assert COMMAND_GRAMMAR.fullmatch(line), line
-    assert "\n" not in line and ";" not in line
+    assert "\n" not in line
+    assert ";" not in line
     assert not FOREIGN_COMMANDS.search(line), line
     assert line.count(" route ") == 1
 
@@ -108,7 +109,9 @@ def test_parse_messages() -> None:
     assert parse_message("error") == Ack(False)
     assert parse_message(V5_UP) == NeighborState(ip_address("fd00:99::1"), "up", "")
     down = parse_message(V4_DOWN)
-    assert isinstance(down, NeighborState) and down.state == "down" and "Cease" in down.reason
+    assert isinstance(down, NeighborState)
+    assert down.state == "down"
+    assert "Cease" in down.reason
     assert parse_message(SHUTDOWN) == ExaBGPShutdown()
     assert parse_message(UPDATE) == OtherJSON("update")
     assert parse_message("exabgp 5.0.15") == Text("exabgp 5.0.15")

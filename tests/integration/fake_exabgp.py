@@ -1,0 +1,105 @@
+"""Plays ExaBGP's side of the pipe for `announcer run`: acks every line, records commands.
+
+It answers `version` and `show adj-rib out` like ExaBGP 5.0.15 does (tests/exabgp pins
+that against the real one), so the announcer can be driven without a BGP session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.netlab import _netns_argv
+
+ANNOUNCER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "announcer")
+
+
+class FakeExaBGP:
+    def __init__(self, ns: str, config: Path, rib: list[str] | None = None, acks: bool = True) -> None:
+        self.rib = rib or []
+        self.acks = acks
+        self.commands: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.stderr_path = config.with_suffix(".stderr")
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            _netns_argv(ns, (ANNOUNCER, "run", "-c", str(config))),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _reply(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        with self._lock:
+            try:
+                self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    def _serve(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode().rstrip("\n")
+            done = ("done",) if self.acks else ()
+            if line == "version":
+                self._reply("exabgp 5.0.15", *done)
+            elif line == "show adj-rib out":
+                self._reply(*self.rib, *done)
+            else:
+                self.seen.append(line)
+                self.commands.put(line)
+                self._reply(*done)
+
+    def send(self, *lines: str) -> None:
+        self._reply(*lines)
+
+    def expect(self, line: str, timeout: float = 10.0) -> None:
+        """Wait until `line` is the next command (fails on any other command first)."""
+        got = self.commands.get(timeout=timeout)
+        assert got == line, f"expected {line!r}, got {got!r}"
+
+    def wait_for(self, predicate: Callable[[set[str]], bool], timeout: float, what: str) -> set[str]:
+        deadline = time.monotonic() + timeout
+        lines: set[str] = set()
+        while True:
+            remaining = deadline - time.monotonic()
+            with contextlib.suppress(queue.Empty):
+                lines.add(self.commands.get(timeout=max(0.01, min(remaining, 0.5))))
+            if predicate(lines):
+                return lines
+            if remaining <= 0:
+                raise AssertionError(f"{what}: got {len(lines)} lines, e.g. {sorted(lines)[:5]}")
+
+    def no_command_within(self, seconds: float) -> None:
+        try:
+            line = self.commands.get(timeout=seconds)
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected command {line!r}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def close(self, timeout: float = 10.0) -> int:
+        if self.proc.stdin is not None:
+            with self._lock:
+                with contextlib.suppress(BrokenPipeError):
+                    self.proc.stdin.close()  # EOF: ExaBGP is gone
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._stderr.close()
+
+
+from collections.abc import Callable  # noqa: E402  (used in a string annotation above)
