@@ -91,9 +91,8 @@ class FakeExaBGP:
 
     def close(self, timeout: float = 10.0) -> int:
         if self.proc.stdin is not None:
-            with self._lock:
-                with contextlib.suppress(BrokenPipeError):
-                    self.proc.stdin.close()  # EOF: ExaBGP is gone
+            with self._lock, contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()  # EOF: ExaBGP is gone
         try:
             return self.proc.wait(timeout)
         finally:
@@ -102,4 +101,3 @@ class FakeExaBGP:
             self._stderr.close()
 
 
-from collections.abc import Callable  # noqa: E402  (used in a string annotation above)
