@@ -18,9 +18,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from announcer.config import Config, to_policy
 from announcer.core.plan import Announce, AnnouncedTable, Command, diff
@@ -102,6 +102,8 @@ class Announcer:
         self._reconcile_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._retry_delay = RETRY_MIN_SECONDS
         self._resyncing = False
+        self._resync_again = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---
 
@@ -141,8 +143,7 @@ class Announcer:
         reply = await self._ask(VERSION, timeout)
         log.info("exabgp_connected version=%r", " ".join(reply.lines))
         self._subscription = self.kernel.subscribe(self.config.kernel.netlink_rcvbuf_bytes)
-        snapshot = await asyncio.to_thread(self.kernel.dump)
-        self._apply_snapshot(snapshot)
+        await self._fresh_world()
         asyncio.get_running_loop().add_reader(self._subscription.fileno(), self._on_netlink)
         reply = await self._ask(SHOW_ADJ_RIB_OUT, timeout)
         entries, unparsed = parse_adj_rib_out(reply.lines)
@@ -175,6 +176,11 @@ class Announcer:
             if asyncio.iscoroutine(result):
                 await result
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
     # --- kernel ---
 
     def _on_netlink(self) -> None:
@@ -184,7 +190,7 @@ class Announcer:
         except Overrun:
             self.stats.overruns += 1
             log.warning("netlink_overrun action=resync")
-            asyncio.get_running_loop().create_task(self.resync())
+            self._spawn(self.resync())
             return
         for event in events:
             self.world.apply(event)
@@ -193,15 +199,17 @@ class Announcer:
 
     async def resync(self) -> None:
         """Replace the world with a fresh kernel dump, then replay what queued meanwhile."""
-        if self._resyncing or self._subscription is None:
+        if self._subscription is None:
+            return
+        if self._resyncing:
+            self._resync_again = True
             return
         self._resyncing = True
         loop = asyncio.get_running_loop()
         fd = self._subscription.fileno()
         loop.remove_reader(fd)  # changes queue in the socket while we dump
         try:
-            snapshot = await asyncio.to_thread(self.kernel.dump)
-            self._apply_snapshot(snapshot)
+            await self._fresh_world()
             self.stats.resyncs += 1
         except Exception:
             log.exception("kernel_resync_failed")
@@ -209,22 +217,48 @@ class Announcer:
             self._resyncing = False
             loop.add_reader(fd, self._on_netlink)
         self.schedule_reconcile()
+        if self._resync_again:
+            self._resync_again = False
+            self._spawn(self.resync())
 
-    def _apply_snapshot(self, snapshot: KernelSnapshot) -> None:
-        self.world.apply(snapshot)
+    async def _fresh_world(self) -> None:
+        """Dump, then apply the dump and every change queued since it began.
+
+        What is queued *before* the dump is dropped: after an overrun it may precede a
+        gap (a lost delete), and replaying it over the dump would resurrect a route.
+        What queues *after* the dump began is replayed in order, unless the buffer
+        overflowed again, in which case we start over.
+        """
         assert self._subscription is not None
-        while True:  # replay everything queued since the dump began
+        while True:
+            self._read_all(keep=False)
+            snapshot = await asyncio.to_thread(self.kernel.dump)
             try:
-                events = self._subscription.read()
+                events = self._read_all(keep=True)
             except Overrun:
                 self.stats.overruns += 1
                 log.warning("netlink_overrun_during_dump action=dump_again")
-                self.world.apply(self.kernel.dump())
                 continue
-            if not events:
-                break
+            self.world.apply(snapshot)
             for event in events:
                 self.world.apply(event)
+            return
+
+    def _read_all(self, keep: bool) -> list[KernelEvent]:
+        """Everything queued on the subscription; with keep=False, dropped (overruns too)."""
+        assert self._subscription is not None
+        kept: list[KernelEvent] = []
+        while True:
+            try:
+                events = self._subscription.read()
+            except Overrun:
+                if keep:
+                    raise
+                continue
+            if not events:
+                return kept
+            if keep:
+                kept.extend(events)
 
     # --- reconcile ---
 
