@@ -1,0 +1,77 @@
+"""Shared fixtures; tests marked netns/frr/exabgp skip with a reason when their part is missing."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import netlab
+
+
+@functools.cache
+def _netns_missing() -> str | None:
+    """Why namespace tests cannot run here, or None. Probes by creating one."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "iproute2 `ip` is not installed"
+    try:
+        with netlab.netns("probe"):
+            pass
+    except (netlab.CommandError, OSError, subprocess.SubprocessError) as exc:
+        return f"`ip netns` is unavailable: {exc}"
+    return None
+
+
+def _frr_missing() -> str | None:
+    for binary in ("zebra", "bgpd"):
+        if not (netlab.FRR_DIR / binary).exists():
+            return f"FRR is not installed ({netlab.FRR_DIR / binary} missing; apt-get install frr)"
+    if shutil.which("vtysh") is None:
+        return "FRR's vtysh is not installed"
+    return None
+
+
+def _exabgp_missing() -> str | None:
+    if not Path(netlab.DEFAULT_EXABGP).exists():
+        return f"pinned ExaBGP not found at {netlab.DEFAULT_EXABGP} (run `make venv`)"
+    return None
+
+
+_MISSING: dict[str, Callable[[], str | None]] = {
+    "netns": _netns_missing,
+    "frr": _frr_missing,
+    "exabgp": _exabgp_missing,
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, missing in _MISSING.items():
+        if item.get_closest_marker(marker) is not None and (reason := missing()):
+            pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stale_namespaces_removed() -> None:
+    """Once per session: remove namespaces a crashed earlier run of ours left behind."""
+    if os.geteuid() == 0 and shutil.which("ip") is not None:
+        removed = netlab.cleanup_stale_namespaces()
+        if removed:
+            print(f"removed stale test namespaces: {removed}")
+
+
+@pytest.fixture(scope="module")
+def bgp_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netlab.BgpLink]:
+    """host/peer namespaces joined by a veth, FRR (AS 65000) in peer; shared by a module."""
+    for missing in (_netns_missing, _frr_missing):
+        if reason := missing():
+            pytest.skip(reason)
+    with netlab.bgp_link(tmp_path_factory.mktemp("bgp_link")) as link:
+        yield link
