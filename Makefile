@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and the lab run for real.
-APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins
+APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
+	docker.io busybox-static
 
 .PHONY: test lab system venv lint typecheck clean demo
 
@@ -22,7 +23,7 @@ system:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,lab]'
 	touch $@
 
 venv: $(VENV)/.installed
