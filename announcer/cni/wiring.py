@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,15 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+
+from announcer.cni import attachments
+from announcer.cni.attachments import delete_link, render_alias
+
+# Moved to attachments.py; still importable from here (the CNI plugin and its tests do).
+ALIAS_TAG = attachments.ALIAS_TAG
+parse_alias = attachments.parse_alias
+list_attachments = attachments.list_attachments
+collect_garbage = attachments.collect_garbage
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -237,16 +245,81 @@ def _add_host_route(ipr: IPRoute, ip: IPAddress, dev: str, index: int, cfg: Wiri
         raise WiringError(f"adding host route {ip} dev {dev}: {e}") from e
 
 
-def _wire_host_end(ipr: IPRoute, wiring: ContainerWiring, index: int, cfg: WiringConfig) -> None:
-    v6 = any(ip.version == 6 for ip in wiring.all_ips)
-    for path, value in _host_sysctls(wiring.host_ifname, v6).items():
+def _wire_host_end(
+    ipr: IPRoute, host: str, all_ips: Sequence[IPAddress], index: int, cfg: WiringConfig
+) -> None:
+    v6 = any(ip.version == 6 for ip in all_ips)
+    for path, value in _host_sysctls(host, v6).items():
         _write_sysctl(path, value)
     ipr.addr("add", index=index, address=str(HOST_GATEWAY_V4), prefixlen=32, scope=_RT_SCOPE_LINK)
     if v6:
         ipr.addr("add", index=index, address=str(HOST_GATEWAY_V6), prefixlen=64, flags=_IFA_F_NODAD)
     ipr.link("set", index=index, state="up")
-    for ip in wiring.all_ips:
-        _add_host_route(ipr, ip, wiring.host_ifname, index, cfg)
+    for ip in all_ips:
+        _add_host_route(ipr, ip, host, index, cfg)
+
+
+def _refuse_taken(ipr: IPRoute, host: str, all_ips: Sequence[IPAddress], cfg: WiringConfig) -> None:
+    """WiringError if host exists already, AddressInUse if an IP is routed in cfg.table."""
+    if _link_index(ipr, host) is not None:
+        raise WiringError(
+            f"host interface {host} already exists: this container is already wired (DEL it first)"
+        )
+    _ensure_free(ipr, all_ips, cfg)
+
+
+def _ensure_free(ipr: IPRoute, ips: Sequence[IPAddress], cfg: WiringConfig) -> None:
+    for ip in ips:
+        owner = _route_owner(ipr, ip, cfg.table)
+        if owner is not None:
+            raise AddressInUse(ip, owner, cfg.table)
+
+
+def ensure_addresses_free(ips: Sequence[IPAddress], config: WiringConfig = WiringConfig()) -> None:
+    """AddressInUse if any of ips is already routed (as a host route) in config.table."""
+    with IPRoute() as ipr:
+        _ensure_free(ipr, ips, config)
+
+
+def make_host_side(
+    host: str,
+    peer: str,
+    ips: Sequence[str | IPAddress],
+    extra_ips: Sequence[str | IPAddress] = (),
+    *,
+    config: WiringConfig = WiringConfig(),
+    alias: str = "",
+) -> ContainerWiring:
+    """The host half only, for runtimes that move the container end themselves (Docker).
+
+    Makes the veth pair in this namespace: host end wired as add_container does (address,
+    sysctls, host routes for ips and extra_ips), peer with the deterministic MAC and the
+    MTU, left down for the runtime to move into the container and rename; the container's
+    addresses and routes are the runtime's. The returned wiring has netns "" and ifname peer.
+    Nothing is left behind on error.
+    """
+    primary, extra = validate_ips(ips, extra_ips)
+    all_ips = primary + extra
+    mac = container_mac(all_ips)
+    with IPRoute() as ipr:
+        _refuse_taken(ipr, host, all_ips, config)
+        try:
+            ipr.link("add", ifname=host, kind="veth", mtu=config.mtu,
+                     peer={"ifname": peer, "address": mac, "mtu": config.mtu})  # fmt: skip
+        except NetlinkError as e:
+            raise WiringError(f"creating veth {host} / {peer}: {e}") from e
+        try:
+            index = _link_index(ipr, host)
+            assert index is not None
+            host_mac = str(ipr.get_links(index)[0].get("address"))
+            ipr.link("set", index=index, ifalias=alias)
+            _wire_host_end(ipr, host, all_ips, index, config)
+        except BaseException as e:
+            delete_link(ipr, host)
+            if isinstance(e, NetlinkError | OSError):
+                raise WiringError(f"wiring host side {host} / {peer}: {e}") from e
+            raise
+    return ContainerWiring("", peer, host, mac, host_mac, primary, extra)
 
 
 def _wire_container_end(wiring: ContainerWiring) -> None:
@@ -293,15 +366,7 @@ def add_container(
     all_ips = primary + extra
     host = host_ifname(container_id or netns, ifname, config.host_veth_prefix)
     with IPRoute() as ipr:
-        if _link_index(ipr, host) is not None:
-            raise WiringError(
-                f"host interface {host} already exists: this container is already wired "
-                "(DEL it first)"
-            )
-        for ip in all_ips:
-            owner = _route_owner(ipr, ip, config.table)
-            if owner is not None:
-                raise AddressInUse(ip, owner, config.table)
+        _refuse_taken(ipr, host, all_ips, config)
         mac = container_mac(all_ips)
         nsfd = _open_netns(netns)
         try:
@@ -326,9 +391,9 @@ def add_container(
             )
             wiring = ContainerWiring(netns, ifname, host, mac, host_mac, primary, extra)
             _wire_container_end(wiring)
-            _wire_host_end(ipr, wiring, index, config)
+            _wire_host_end(ipr, host, all_ips, index, config)
         except BaseException as e:
-            _delete_link(ipr, host)  # takes the peer and every host route with it
+            delete_link(ipr, host)  # takes the peer and every host route with it
             if isinstance(e, NetlinkError | OSError):
                 raise WiringError(f"wiring {host} / {ifname} in {netns!r}: {e}") from e
             raise
@@ -340,19 +405,6 @@ def _open_netns(netns: str) -> int:
         return os.open(_netns_path(netns), os.O_RDONLY)
     except FileNotFoundError:
         raise NetnsNotFound(f"network namespace {netns!r} does not exist") from None
-
-
-def _delete_link(ipr: IPRoute, ifname: str) -> bool:
-    index = _link_index(ipr, ifname)
-    if index is None:
-        return False
-    try:
-        ipr.link("del", index=index)
-    except NetlinkError as e:
-        if e.code != errno.ENODEV:
-            raise
-        return False
-    return True
 
 
 def del_container(
@@ -371,7 +423,7 @@ def del_container(
         raise WiringError("del_container needs a container_id or a netns")
     host = host_ifname(attachment, ifname, config.host_veth_prefix)
     with IPRoute() as ipr:
-        return _delete_link(ipr, host)
+        return delete_link(ipr, host)
 
 
 def check_container(
@@ -462,50 +514,3 @@ def _check_container_end(cipr: IPRoute, ifname: str, all_ips: Sequence[IPAddress
     if any(ip.version == 6 for ip in all_ips) and str(HOST_GATEWAY_V6) not in gateways:
         problems.append(f"container default route via {HOST_GATEWAY_V6} dev {ifname} is missing")
     return problems
-
-
-ALIAS_TAG = "announcer-routed"
-
-
-def render_alias(network: str, attachment_id: str, ifname: str) -> str:
-    """The host veth's alias: who it belongs to, for humans, GC and driver restarts."""
-    return json.dumps({"by": ALIAS_TAG, "net": network, "id": attachment_id, "if": ifname},
-                      separators=(",", ":"))  # fmt: skip
-
-
-def parse_alias(alias: str | None) -> tuple[str, str, str] | None:
-    """(network, attachment id, ifname) from a host veth alias we wrote, else None."""
-    try:
-        doc = json.loads(alias or "")
-    except ValueError:
-        return None
-    if not isinstance(doc, dict) or doc.get("by") != ALIAS_TAG:
-        return None
-    fields = (doc.get("net"), doc.get("id"), doc.get("if"))
-    if not all(isinstance(f, str) for f in fields):
-        return None
-    return (str(fields[0]), str(fields[1]), str(fields[2]))
-
-
-def list_attachments(config: WiringConfig = WiringConfig()) -> dict[str, tuple[str, str, str]]:
-    """host veth name -> (network, attachment id, ifname) for every veth we made here."""
-    found = {}
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            name = str(link.get("ifname"))
-            owner = parse_alias(link.get("ifalias"))
-            if name.startswith(config.host_veth_prefix) and owner is not None:
-                found[name] = owner
-    return found
-
-
-def collect_garbage(
-    network: str, valid: set[tuple[str, str]], config: WiringConfig = WiringConfig()
-) -> list[str]:
-    """Delete this network's host veths whose (attachment id, ifname) is not in valid."""
-    removed = []
-    with IPRoute() as ipr:
-        for name, (net, attachment, ifname) in list_attachments(config).items():
-            if net == network and (attachment, ifname) not in valid and _delete_link(ipr, name):
-                removed.append(name)
-    return removed
