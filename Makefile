@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
 	docker.io busybox-static
 
-.PHONY: test lab system venv lint typecheck clean demo
+.PHONY: test lab system venv venv-exabgp4 lint clean
 
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -28,11 +28,20 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# ExaBGP 4.2.21 (what Debian 12 ships) for the contract tests that pin 4.x behaviour.
+EXABGP4_VENV := .venv-exabgp4
+$(EXABGP4_VENV)/.installed:
+	$(PYTHON) -m venv $(EXABGP4_VENV)
+	$(EXABGP4_VENV)/bin/pip install -q exabgp==4.2.21
+	touch $@
+
+venv-exabgp4: $(EXABGP4_VENV)/.installed
+
 lint: venv
 	$(VENV)/bin/ruff check announcer tests
 	$(VENV)/bin/mypy
 
-test: system venv
+test: system venv venv-exabgp4
 	$(VENV)/bin/ruff check announcer tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -41,4 +50,4 @@ lab: system venv
 	$(PY) -m announcer.demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXABGP4_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,9 @@ the core applies them to its world snapshot. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
+from announcer.labels import ServiceSpec
 from announcer.model import IPAddress, Prefix
 
 # Kernel constants (linux/rtnetlink.h, linux/if.h) the core needs to name.
@@ -114,3 +116,72 @@ KernelEvent = (
     | AddressAdded
     | AddressRemoved
 )
+
+
+# --- container lifecycle -------------------------------------------------------------
+
+
+class InstanceState(StrEnum):
+    """Where an instance (a container, a Marathon task, a drop-in file) is in its life."""
+
+    STARTING = "starting"  # created/staging, or health check not passed yet
+    SERVING = "serving"  # running, and healthy where it has a health check
+    UNHEALTHY = "unhealthy"
+    STOPPING = "stopping"  # stop signal sent (Docker kill, TASK_KILLING): withdraw now
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance as a lifecycle source sees it.
+
+    ``ips`` are the addresses it serves: its own (container IP) and those its labels
+    declare; ``spec`` is the parsed labels (None: no anycast labels); ``error`` says why
+    its labels are unusable (the instance then serves nothing; the rest is unaffected).
+    ``since`` is when ``state`` began, on the runtime's monotonic clock.
+    """
+
+    source: str
+    id: str
+    name: str
+    state: InstanceState
+    since: float = 0.0
+    ips: tuple[IPAddress, ...] = ()
+    spec: ServiceSpec | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceChanged:
+    instance: Instance
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRemoved:
+    source: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceListed:
+    """A full listing of one source: replaces everything known from it; the source is synced."""
+
+    source: str
+    instances: tuple[Instance, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLost:
+    """The source stopped answering at ``since``; its last state is kept for a bounded time."""
+
+    source: str
+    since: float
+    reason: str
+
+
+LifecycleEvent = InstanceChanged | InstanceRemoved | SourceListed | SourceLost
+Event = KernelEvent | LifecycleEvent

@@ -78,8 +78,13 @@ class Attributes:
     local_preference: int | None = None
     communities: tuple[Community, ...] = ()
     large_communities: tuple[LargeCommunity, ...] = ()
+    as_path: tuple[int, ...] = ()  # sent verbatim by ExaBGP: starts with our own AS
 
     def __post_init__(self) -> None:
+        if len(self.as_path) > 32:
+            raise ValueError(f"as-path of {len(self.as_path)} ASNs is too long (at most 32)")
+        for asn in self.as_path:
+            _check_range("as-path ASN", asn, UINT32_MAX)
         if self.med is not None:
             _check_range("MED", self.med, UINT32_MAX)
         if self.local_preference is not None:

@@ -159,7 +159,7 @@ class Announcer:
 
     async def _ask(self, line: str, timeout: float) -> Reply:
         try:
-            reply = await asyncio.wait_for(self.channel.send(line), timeout)
+            reply = await asyncio.wait_for(self.channel.send(line, query=True), timeout)
         except TimeoutError:
             raise StartupError(
                 f"no 'done' from ExaBGP for {line!r} within {timeout:g}s: "

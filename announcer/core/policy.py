@@ -13,7 +13,15 @@ from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network
 
 from announcer.core.world import World
-from announcer.events import RT_TABLE_LOCAL, RTN_UNICAST, KernelAddress, KernelRoute
+from announcer.events import (
+    RT_TABLE_LOCAL,
+    RTN_UNICAST,
+    Instance,
+    InstanceState,
+    KernelAddress,
+    KernelRoute,
+)
+from announcer.labels import ServiceSpec
 from announcer.model import (
     NO_ATTRIBUTES,
     Announcement,
@@ -57,6 +65,20 @@ WITHHELD_REASONS: tuple[str, ...] = (
 )
 _RANK = {reason: rank for rank, reason in enumerate(WITHHELD_REASONS)}
 ANNOUNCE_REASONS = ("host_route", "local_address")
+# Why no claiming instance serves, most telling first.
+INSTANCE_REASONS: dict[InstanceState, str] = {
+    InstanceState.STOPPING: "instance_stopping",
+    InstanceState.UNHEALTHY: "instance_unhealthy",
+    InstanceState.STARTING: "instance_starting",
+    InstanceState.STOPPED: "instance_stopped",
+}
+INSTANCE_RANK = (
+    "instance_stopping",
+    "instance_unhealthy",
+    "label_invalid",
+    "instance_starting",
+    "instance_stopped",
+)
 TABLE_NAMES = {253: "default", 254: "main", 255: "local"}
 
 
@@ -71,6 +93,11 @@ class Policy:
     next_hop: NextHop = "self"
     attributes: Attributes = NO_ATTRIBUTES
     neighbors: frozenset[IPAddress] = frozenset()
+    local_as: int | None = None
+    # Lifecycle: how long a lost source's last state is trusted; whether a route must be
+    # claimed by a serving instance (True) or is announced on the kernel's word alone.
+    stale_after: float = 300.0
+    require_instance: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +106,7 @@ class Decision:
     announce: bool
     reason: str
     sources: tuple[str, ...] = ()
+    spec: ServiceSpec | None = None  # labels of the serving instance that gives attributes
 
 
 def is_martian(prefix: Prefix) -> bool:
@@ -161,10 +189,10 @@ def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
     return (prefix.version, int(prefix.network_address), prefix.prefixlen)
 
 
-def decide(
-    world: World, policy: Policy, announced: Set[Prefix] = frozenset()
-) -> dict[Prefix, Decision]:
-    """One decision per prefix the world mentions."""
+def _kernel_decisions(
+    world: World, policy: Policy
+) -> tuple[dict[Prefix, list[tuple[str, str]]], dict[Prefix, tuple[str, str]]]:
+    """Kernel candidates: eligible (reason, source) lists, and the best withheld reason."""
     eligible: dict[Prefix, list[tuple[str, str]]] = {}
     withheld: dict[Prefix, tuple[str, str]] = {}
     for prefix, reason, source in _candidates(world, policy):
@@ -174,21 +202,136 @@ def decide(
             best = withheld.get(prefix)
             if best is None or _RANK[reason] > _RANK[best[0]]:
                 withheld[prefix] = (reason, source)
-    decisions: dict[Prefix, Decision] = {
-        prefix: Decision(prefix, False, reason, (source,))
-        for prefix, (reason, source) in withheld.items()
-        if prefix not in eligible
-    }
-    # Over max_routes: keep what is already announced, then the lowest prefixes.
-    order = sorted(eligible, key=lambda p: (p not in announced, _sort_key(p)))
-    for position, prefix in enumerate(order):
-        found = sorted(eligible[prefix])
+    return eligible, withheld
+
+
+def trusted_instances(world: World, policy: Policy, now: float) -> list[Instance]:
+    """Instances whose source is synced and not lost for longer than ``stale_after``."""
+    result = []
+    for instance in world.instances.values():
+        status = world.sources.get(instance.source)
+        lost = status.lost_since if status is not None else None
+        if lost is not None and now - lost > policy.stale_after:
+            continue
+        result.append(instance)
+    return sorted(result, key=lambda i: i.key)
+
+
+def instance_verdict(instance: Instance, policy: Policy, now: float) -> str | None:
+    """None when the instance serves now; else the reason word."""
+    if instance.error is not None:
+        return "label_invalid"
+    spec = instance.spec
+    if spec is not None:
+        if spec.as_path_prepend and policy.local_as is None:
+            return "label_invalid"
+        if spec.neighbors and policy.neighbors and not spec.neighbors <= policy.neighbors:
+            return "label_invalid"
+    if instance.state is InstanceState.SERVING:
+        return None
+    drain = spec.drain_seconds if spec is not None else 0.0
+    if instance.state is InstanceState.STOPPING and now < instance.since + drain:
+        return None  # anycast.drain-seconds: still announced until the drain ends
+    return INSTANCE_REASONS[instance.state]
+
+
+def _claims(instances: Iterable[Instance]) -> dict[Prefix, list[Instance]]:
+    claims: dict[Prefix, list[Instance]] = {}
+    for instance in instances:
+        for address in instance.ips:
+            claims.setdefault(host_prefix(address), []).append(instance)
+    return claims
+
+
+def _label(instance: Instance) -> str:
+    return f"{instance.source}:{instance.name}"
+
+
+def _lifecycle(
+    prefix: Prefix, claimants: list[Instance], policy: Policy, now: float
+) -> tuple[str | None, ServiceSpec | None, tuple[str, ...]]:
+    """(withheld reason or None, spec of the first serving claimant, claimant labels)."""
+    labels = tuple(_label(c) for c in claimants)
+    verdicts = [(instance_verdict(c, policy, now), c) for c in claimants]
+    serving = [c for verdict, c in verdicts if verdict is None]
+    if serving:
+        return None, serving[0].spec, labels
+    reasons = [verdict for verdict, _ in verdicts if verdict is not None]
+    return min(reasons, key=INSTANCE_RANK.index), None, labels
+
+
+def decide(
+    world: World, policy: Policy, announced: Set[Prefix] = frozenset(), now: float = 0.0
+) -> dict[Prefix, Decision]:
+    """One decision per prefix the world mentions (kernel routes, addresses, instance IPs)."""
+    eligible, withheld = _kernel_decisions(world, policy)
+    claims = _claims(trusted_instances(world, policy, now))
+    decisions: dict[Prefix, Decision] = {}
+    for prefix, (reason, source) in withheld.items():
+        if prefix not in eligible:
+            labels = tuple(_label(c) for c in claims.get(prefix, ()))
+            decisions[prefix] = Decision(prefix, False, reason, (source, *labels))
+    for prefix, claimants in claims.items():
+        if prefix not in eligible and prefix not in withheld:
+            labels = tuple(_label(c) for c in claimants)
+            decisions[prefix] = Decision(prefix, False, "no_kernel_route", labels)
+    candidates: list[tuple[Prefix, str, tuple[str, ...], ServiceSpec | None]] = []
+    for prefix, found in eligible.items():
+        found.sort()
         sources = tuple(source for _, source in found)
-        if position < policy.max_routes:
-            decisions[prefix] = Decision(prefix, True, found[0][0], sources)
+        claimants = claims.get(prefix, [])
+        if not claimants:
+            if policy.require_instance:
+                decisions[prefix] = Decision(prefix, False, "no_instance", sources)
+            else:
+                candidates.append((prefix, found[0][0], sources, None))
+            continue
+        why_not, spec, labels = _lifecycle(prefix, claimants, policy, now)
+        if why_not is not None:
+            decisions[prefix] = Decision(prefix, False, why_not, sources + labels)
         else:
-            decisions[prefix] = Decision(prefix, False, "max_routes_exceeded", sources)
+            candidates.append((prefix, found[0][0], sources + labels, spec))
+    # Over max_routes: keep what is already announced, then the lowest prefixes.
+    candidates.sort(key=lambda c: (c[0] not in announced, _sort_key(c[0])))
+    for position, (prefix, reason, sources, spec) in enumerate(candidates):
+        if position < policy.max_routes:
+            decisions[prefix] = Decision(prefix, True, reason, sources, spec)
+        else:
+            decisions[prefix] = Decision(prefix, False, "max_routes_exceeded", sources, spec)
     return decisions
+
+
+def next_change(world: World, policy: Policy, now: float) -> float | None:
+    """The earliest future time a decision can change with no new event (drain, staleness)."""
+    times: list[float] = []
+    for instance in world.instances.values():
+        if instance.state is InstanceState.STOPPING and instance.spec is not None:
+            end = instance.since + instance.spec.drain_seconds
+            if end > now:
+                times.append(end)
+    for status in world.sources.values():
+        if status.lost_since is not None and status.lost_since + policy.stale_after > now:
+            times.append(status.lost_since + policy.stale_after)
+    return min(times, default=None)
+
+
+def attributes_for(policy: Policy, spec: ServiceSpec | None) -> Attributes:
+    """Config attributes, with the labels' values over them (communities add up)."""
+    base = policy.attributes
+    if spec is None:
+        return base
+    as_path: tuple[int, ...] = ()
+    if spec.as_path_prepend and policy.local_as is not None:
+        as_path = (policy.local_as,) * (1 + spec.as_path_prepend)
+    return Attributes(
+        med=spec.med if spec.med is not None else base.med,
+        local_preference=(
+            spec.local_preference if spec.local_preference is not None else base.local_preference
+        ),
+        communities=base.communities + spec.communities,
+        large_communities=base.large_communities + spec.large_communities,
+        as_path=as_path,
+    )
 
 
 def desired(decisions: Iterable[Decision], policy: Policy) -> dict[Prefix, Announcement]:
@@ -200,7 +343,9 @@ def desired(decisions: Iterable[Decision], policy: Policy) -> dict[Prefix, Annou
         next_hop = policy.next_hop
         if next_hop != "self" and next_hop.version != decision.prefix.version:
             next_hop = "self"
+        spec = decision.spec
+        neighbors = spec.neighbors if spec is not None and spec.neighbors else policy.neighbors
         result[decision.prefix] = Announcement(
-            decision.prefix, next_hop, policy.attributes, policy.neighbors
+            decision.prefix, next_hop, attributes_for(policy, spec), neighbors
         )
     return result

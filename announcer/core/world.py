@@ -12,8 +12,11 @@ from typing import assert_never
 from announcer.events import (
     AddressAdded,
     AddressRemoved,
+    Event,
+    Instance,
+    InstanceChanged,
+    InstanceRemoved,
     KernelAddress,
-    KernelEvent,
     KernelLink,
     KernelRoute,
     KernelSnapshot,
@@ -22,9 +25,21 @@ from announcer.events import (
     RouteAdded,
     RouteKey,
     RouteRemoved,
+    SourceListed,
+    SourceLost,
 )
 
 AddressKey = tuple[int, object, int]
+InstanceKey = tuple[str, str]
+
+
+@dataclass
+class SourceStatus:
+    """A lifecycle source: synced once it listed everything; lost_since while unreachable."""
+
+    synced: bool = False
+    lost_since: float | None = None
+    reason: str = ""
 
 
 @dataclass
@@ -33,8 +48,10 @@ class World:
     links: dict[int, KernelLink] = field(default_factory=dict)
     addresses: dict[AddressKey, KernelAddress] = field(default_factory=dict)
     kernel_synced: bool = False
+    instances: dict[InstanceKey, Instance] = field(default_factory=dict)
+    sources: dict[str, SourceStatus] = field(default_factory=dict)
 
-    def apply(self, event: KernelEvent) -> None:
+    def apply(self, event: Event) -> None:
         match event:
             case KernelSnapshot():
                 self.routes = {route.key: route for route in event.routes}
@@ -53,8 +70,28 @@ class World:
                 self.addresses[address.key] = address
             case AddressRemoved(address):
                 self.addresses.pop(address.key, None)
+            case InstanceChanged(instance):
+                self.instances[instance.key] = instance
+                self._heard_from(instance.source)
+            case InstanceRemoved(source, id_):
+                self.instances.pop((source, id_), None)
+                self._heard_from(source)
+            case SourceListed(source, instances):
+                self.instances = {k: i for k, i in self.instances.items() if k[0] != source}
+                self.instances.update((i.key, i) for i in instances)
+                self.sources[source] = SourceStatus(synced=True)
+            case SourceLost(source, since, reason):
+                status = self.sources.setdefault(source, SourceStatus())
+                if status.lost_since is None:
+                    status.lost_since = since
+                status.reason = reason
             case _:
                 assert_never(event)
+
+    def _heard_from(self, source: str) -> None:
+        status = self.sources.setdefault(source, SourceStatus())
+        status.lost_since = None
+        status.reason = ""
 
     def _forget_link(self, index: int) -> None:
         # The kernel drops IPv4 routes and addresses of a deleted device without

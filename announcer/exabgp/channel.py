@@ -37,6 +37,7 @@ class Reply:
 class _Pending:
     line: str
     future: asyncio.Future[Reply]
+    query: bool = False
     output: list[str] = field(default_factory=list)
 
 
@@ -54,7 +55,8 @@ class ExaBGPChannel:
         self._on_message = on_message
         self._on_eof = on_eof
         self._clock = clock
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[_Pending] = deque()  # written, waiting for their reply
+        self._unsent: deque[_Pending] = deque()  # held back by the query barrier
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_progress = clock()
@@ -71,15 +73,31 @@ class ExaBGPChannel:
 
     # --- sending (event loop thread) ---
 
-    def send(self, line: str) -> asyncio.Future[Reply]:
+    def send(self, line: str, query: bool = False) -> asyncio.Future[Reply]:
+        """Queue one line; the future resolves with its reply.
+
+        ExaBGP answers route commands after the other commands read in the same batch
+        (pinned by tests/exabgp), so replies are in order only among route commands. A
+        query (``version``, ``show ...``) is therefore written only when nothing is in
+        flight, and nothing is written while a query is in flight.
+        """
         assert self._loop is not None, "start() first"
         future: asyncio.Future[Reply] = self._loop.create_future()
-        if not self._pending:
-            self._last_progress = self._clock()
-        self._pending.append(_Pending(line, future))
-        self._outbox.put(line)
-        self.sent += 1
+        self._unsent.append(_Pending(line, future, query))
+        self._pump()
         return future
+
+    def _pump(self) -> None:
+        while self._unsent:
+            head = self._unsent[0]
+            if self._pending and (head.query or self._pending[-1].query):
+                return
+            self._unsent.popleft()
+            if not self._pending:
+                self._last_progress = self._clock()
+            self._pending.append(head)
+            self._outbox.put(head.line)
+            self.sent += 1
 
     def stalled_for(self) -> float:
         """Seconds without any reply while commands wait for one (0 when none wait)."""
@@ -89,7 +107,7 @@ class ExaBGPChannel:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._unsent)
 
     # --- receiving (event loop thread) ---
 
@@ -104,8 +122,9 @@ class ExaBGPChannel:
             self.acked += 1
             if not pending.future.done():
                 pending.future.set_result(Reply(message.ok, pending.output))
+            self._pump()
             return
-        if isinstance(message, Text) and self._pending:
+        if isinstance(message, Text) and self._pending and self._pending[0].query:
             self._pending[0].output.append(message.text)
             return
         self._on_message(message)

@@ -32,6 +32,7 @@ _ATTRS = (
     r"(?: local-preference \d{1,10})?"
     r"(?: community \[\d{1,5}:\d{1,5}(?: \d{1,5}:\d{1,5})*\])?"
     r"(?: large-community \[\d{1,10}:\d{1,10}:\d{1,10}(?: \d{1,10}:\d{1,10}:\d{1,10})*\])?"
+    r"(?: as-path \[\d{1,10}(?: \d{1,10})*\])?"
 )
 COMMAND_GRAMMAR = re.compile(
     rf"{_SELECTOR}announce route {_IP}/\d{{1,3}} next-hop (?:self|{_IP}){_ATTRS}"
@@ -61,6 +62,8 @@ def render_announce(announcement: Announcement) -> str:
         parts.append("community [" + " ".join(str(c) for c in attrs.communities) + "]")
     if attrs.large_communities:
         parts.append("large-community [" + " ".join(str(c) for c in attrs.large_communities) + "]")
+    if attrs.as_path:
+        parts.append("as-path [" + " ".join(str(asn) for asn in attrs.as_path) + "]")
     return " ".join(parts)
 
 
@@ -148,7 +151,8 @@ def parse_message(line: str) -> Message:
     return OtherJSON(kind)
 
 
-_RIB_LINE = re.compile(r"(\S+) (ipv4|ipv6) unicast (\S+)(?: .*)?")
+# 5.0: "<peer> ipv4 unicast <prefix> next-hop <ip>"; 4.2: "neighbor <peer> ipv4 unicast ..."
+_RIB_LINE = re.compile(r"(?:neighbor )?(\S+) (ipv4|ipv6) unicast (\S+)(?: .*)?")
 
 
 def parse_adj_rib_out(lines: list[str]) -> tuple[list[tuple[IPAddress, Prefix]], list[str]]:

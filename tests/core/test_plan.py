@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from announcer.core.plan import (
     UNKNOWN,
+    Announce,
     AnnouncedEntry,
     AnnouncedTable,
-    Announce,
     Unconfirmed,
     Withdraw,
     diff,

@@ -123,11 +123,13 @@ def test_parse_adj_rib_out() -> None:
     lines = [
         "10.99.0.1 ipv4 unicast 10.0.0.1/32 next-hop 10.99.0.2",
         "fd00:99::1 ipv6 unicast fd00:10::10/128 next-hop fd00:99::2",
+        "neighbor 10.99.0.3 ipv4 unicast 10.0.0.2/32 next-hop self",  # ExaBGP 4.2.21's form
         "something else entirely",
     ]
     entries, unparsed = parse_adj_rib_out(lines)
     assert entries == [
         (ip_address("10.99.0.1"), ip_network("10.0.0.1/32")),
         (ip_address("fd00:99::1"), ip_network("fd00:10::10/128")),
+        (ip_address("10.99.0.3"), ip_network("10.0.0.2/32")),
     ]
     assert unparsed == ["something else entirely"]

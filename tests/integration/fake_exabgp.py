@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.netlab import _netns_argv
+from tests.netlab import netns_argv
 
 ANNOUNCER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "announcer")
 
@@ -28,7 +28,7 @@ class FakeExaBGP:
         self.stderr_path = config.with_suffix(".stderr")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            _netns_argv(ns, (ANNOUNCER, "run", "-c", str(config))),
+            netns_argv(ns, (ANNOUNCER, "run", "-c", str(config))),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
