@@ -110,6 +110,7 @@ class ExaBGPConfig(_Strict):
     dialect: Literal[4, 5] = 5
     next_hop: Literal["self"] | IPv4Address | IPv6Address = "self"
     neighbors: tuple[IPv4Address | IPv6Address, ...] = ()
+    local_as: int | None = Field(None, ge=1, le=0xFFFFFFFF)  # needed for as-path prepends
     ack_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     startup_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
@@ -190,10 +191,45 @@ class PolicyConfig(_Strict):
         return tuple(ip_network(text, strict=True) for text in self.allow)
 
 
+class LifecycleConfig(_Strict):
+    stale_after_seconds: float = Field(300.0, ge=0, le=86400)
+    require_instance: bool = False
+    sync_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+
+
+class DockerConfig(_Strict):
+    enabled: bool = False
+    url: str = Field("unix:///run/docker.sock", pattern=r"^(unix|tcp|https?)://\S+$")
+    relist_interval_seconds: float = Field(60.0, gt=0, le=86400)
+    timeout_seconds: float = Field(10.0, gt=0, le=600)
+
+
+class MarathonConfig(_Strict):
+    enabled: bool = False
+    url: str = Field("http://marathon.mesos:8080", pattern=r"^https?://\S+$")
+    agent: str = Field("", max_length=255)  # this host as Marathon's tasks name it
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    token: str | None = Field(None, repr=False)
+    ca_file: str | None = None
+    verify_tls: bool = True
+    relist_interval_seconds: float = Field(60.0, gt=0, le=86400)
+    timeout_seconds: float = Field(10.0, gt=0, le=600)
+
+
+class FilesConfig(_Strict):
+    enabled: bool = False
+    directory: str = "/etc/anycast-announcer/routes.d"
+
+
 class Config(_Strict):
     exabgp: ExaBGPConfig = ExaBGPConfig()
     kernel: KernelConfig = KernelConfig()
     policy: PolicyConfig = PolicyConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    docker: DockerConfig = DockerConfig()
+    marathon: MarathonConfig = MarathonConfig()
+    files: FilesConfig = FilesConfig()
 
 
 def _describe(error: Any, document: Any) -> str:
@@ -247,6 +283,9 @@ def to_policy(config: Config) -> Policy:
         next_hop=_next_hop(config.exabgp.next_hop),
         attributes=config.policy.attributes.to_attributes(),
         neighbors=frozenset(config.exabgp.neighbors),
+        local_as=config.exabgp.local_as,
+        stale_after=config.lifecycle.stale_after_seconds,
+        require_instance=config.lifecycle.require_instance,
     )
 
 
