@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from announcer.config import EX_CONFIG, Config, ConfigError, load_config, to_policy
@@ -86,10 +87,10 @@ def _cmd_plan(config: Config, as_json: bool) -> int:
     return 0
 
 
-def _cmd_run(config: Config) -> int:
+def _cmd_run(config: Config, path: str) -> int:
     from announcer.runtime import run
 
-    return run(config)
+    return run(config, Path(path))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     if args.command == "plan":
         sys.exit(_cmd_plan(config, args.json))
-    sys.exit(_cmd_run(config))
+    sys.exit(_cmd_run(config, args.config))
 
 
 if __name__ == "__main__":

@@ -20,13 +20,20 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from announcer.config import Config, to_policy
+from announcer.config import Config, ConfigError, load_config, to_policy
 from announcer.core.plan import Announce, AnnouncedTable, Command, diff
-from announcer.core.policy import Decision, decide, desired
-from announcer.core.world import World
-from announcer.events import KernelEvent, KernelSnapshot
+from announcer.core.policy import Decision, decide, desired, next_change
+from announcer.core.world import SourceStatus, World
+from announcer.events import (
+    KernelEvent,
+    KernelSnapshot,
+    LifecycleEvent,
+    SourceListed,
+    SourceLost,
+)
 from announcer.exabgp.channel import ExaBGPChannel, Reply
 from announcer.exabgp.commands import (
     SHOW_ADJ_RIB_OUT,
@@ -38,8 +45,11 @@ from announcer.exabgp.commands import (
     parse_adj_rib_out,
     render,
 )
+from announcer.labels import quote
 from announcer.model import Prefix
+from announcer.sources.files import FilesSource, watch
 from announcer.sources.kernel import NetlinkSubscription, Overrun, dump_kernel
+from announcer.sources.lifecycle import LifecycleSource
 
 log = logging.getLogger("announcer")
 
@@ -88,10 +98,16 @@ class Announcer:
         stdin: BinaryIO,
         stdout: BinaryIO,
         kernel: KernelPort | None = None,
+        sources: list[LifecycleSource] | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.policy = to_policy(config)
         self.kernel = kernel or KernelPort()
+        self.sources = build_sources(config) if sources is None else sources
+        self._started_at = time.monotonic()
+        self._deadline_handle: asyncio.TimerHandle | None = None
         self.world = World()
         self.table = AnnouncedTable()
         self.decisions: dict[Prefix, Decision] = {}
@@ -103,6 +119,7 @@ class Announcer:
         self._retry_delay = RETRY_MIN_SECONDS
         self._resyncing = False
         self._resync_again = False
+        self._sync_timeout_logged = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---
@@ -123,6 +140,12 @@ class Announcer:
             asyncio.create_task(self._every(resync_every, self.resync)),
             asyncio.create_task(self._every(1.0, self._check_channel)),
         ]
+        for source in self.sources:
+            tasks.append(asyncio.create_task(self._run_source(source)))
+        if self.config_path is not None:
+            tasks.append(asyncio.create_task(self._watch_config(self.config_path)))
+        sync_timeout = self.config.lifecycle.sync_timeout_seconds
+        loop.call_later(sync_timeout + 0.01, self.schedule_reconcile)
         try:
             return await self._stopped
         finally:
@@ -139,6 +162,8 @@ class Announcer:
             self._stopped.set_result(code)
 
     async def _start(self) -> None:
+        for source in self.sources:  # known before the first reconcile: wait for its listing
+            self.world.sources.setdefault(source.name, SourceStatus())
         timeout = self.config.exabgp.startup_timeout_seconds
         reply = await self._ask(VERSION, timeout)
         log.info("exabgp_connected version=%r", " ".join(reply.lines))
@@ -273,14 +298,31 @@ class Announcer:
         else:
             self._reconcile_handle = loop.call_soon(self.reconcile)
 
+    def ready(self) -> bool:
+        """The world is known: kernel dumped, ExaBGP's RIB read, every source listed once
+        (or the sync timeout passed: a source down at start must not block forever)."""
+        if not self.world.kernel_synced or not self.table.known:
+            return False
+        waiting = [name for name, status in self.world.sources.items() if not status.synced]
+        if not waiting:
+            return True
+        if time.monotonic() - self._started_at < self.config.lifecycle.sync_timeout_seconds:
+            return False
+        if not self._sync_timeout_logged:
+            log.warning("sources_not_synced sources=%s action=proceed", ",".join(waiting))
+            self._sync_timeout_logged = True
+        return True
+
     def reconcile(self) -> None:
         if self._reconcile_handle is not None:
             self._reconcile_handle.cancel()
         self._reconcile_handle = None
-        if not self.world.kernel_synced or not self.table.known:
+        if not self.ready():
             return
         started = time.perf_counter()
-        self.decisions = decide(self.world, self.policy, self.table.entries.keys())
+        now = time.monotonic()
+        self.decisions = decide(self.world, self.policy, self.table.entries.keys(), now)
+        self._schedule_deadline(next_change(self.world, self.policy, now), now)
         want = desired(self.decisions.values(), self.policy)
         commands = diff(want, self.table.entries, may_withdraw=True)
         for command in commands:
@@ -296,6 +338,15 @@ class Announcer:
         self.stats.reconciles += 1
         self.stats.commands += len(commands)
         self.stats.last_reconcile_seconds = time.perf_counter() - started
+
+    def _schedule_deadline(self, when: float | None, now: float) -> None:
+        """Reconcile again when a drain ends or a lost source turns stale."""
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+            self._deadline_handle = None
+        if when is not None:
+            loop = asyncio.get_running_loop()
+            self._deadline_handle = loop.call_later(max(0.0, when - now) + 0.001, self.reconcile)
 
     def _send(self, command: Command, quiet: bool) -> None:
         line = render(command)
@@ -329,6 +380,65 @@ class Announcer:
             # Exit: ExaBGP respawns us and the new process starts from its adj-rib-out.
             self.stop(1, "exabgp_not_acknowledging")
 
+    # --- lifecycle sources and configuration ---
+
+    async def _run_source(self, source: LifecycleSource) -> None:
+        while True:
+            try:
+                await source.run(self._on_lifecycle, time.monotonic)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A source bug must not take down what is announced: report, keep the
+                # last state (stale_after applies), restart the source.
+                log.exception("source_failed source=%s", source.name)
+                self._on_lifecycle(SourceLost(source.name, time.monotonic(), f"crashed: {exc}"))
+                await asyncio.sleep(5.0)
+                continue
+            return
+
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        if isinstance(event, SourceLost):
+            log.warning("source_lost source=%s reason=%s", event.source, quote(event.reason, 200))
+        elif isinstance(event, SourceListed):
+            status = self.world.sources.get(event.source)
+            if status is None or not status.synced or status.lost_since is not None:
+                log.info("source_synced source=%s instances=%d", event.source, len(event.instances))
+        self.world.apply(event)
+        self.schedule_reconcile()
+
+    async def _watch_config(self, path: Path) -> None:
+        changed = asyncio.Event()
+        observer = watch(path.parent, asyncio.get_running_loop(), changed)
+        try:
+            while True:
+                await changed.wait()
+                await asyncio.sleep(0.05)  # let the editor finish writing
+                changed.clear()
+                self.reload(path)
+        finally:
+            observer.stop()
+
+    def reload(self, path: Path) -> None:
+        """Apply a valid edit of the configuration; reject an invalid one, changing nothing."""
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            log.error("config_rejected file=%s error=%s", path, quote(str(exc), 500))
+            return
+        if new == self.config:
+            return
+        restart = [k for k in RESTART_SECTIONS if getattr(new, k) != getattr(self.config, k)]
+        if restart:
+            log.warning(
+                "config_needs_restart sections=%s action=kept_running_values", ",".join(restart)
+            )
+            new = new.model_copy(update={k: getattr(self.config, k) for k in restart})
+        self.config = new
+        self.policy = to_policy(new)
+        log.info("config_reloaded file=%s", path)
+        self.schedule_reconcile()
+
     # --- ExaBGP messages ---
 
     def _on_message(self, message: Message) -> None:
@@ -349,6 +459,25 @@ class Announcer:
         self.stop(0, "exabgp_stdin_closed")
 
 
-def run(config: Config) -> int:
-    announcer = Announcer(config, sys.stdin.buffer, sys.stdout.buffer)
+# Sections whose change needs a restart; the rest (policy, exabgp, lifecycle) apply live.
+RESTART_SECTIONS = ("kernel", "docker", "marathon", "files")
+
+
+def build_sources(config: Config) -> list[LifecycleSource]:
+    sources: list[LifecycleSource] = []
+    if config.files.enabled:
+        sources.append(FilesSource(Path(config.files.directory)))
+    if config.docker.enabled:
+        from announcer.sources.docker import DockerSource
+
+        sources.append(DockerSource(config.docker))
+    if config.marathon.enabled:
+        from announcer.sources.marathon import MarathonSource
+
+        sources.append(MarathonSource(config.marathon))
+    return sources
+
+
+def run(config: Config, config_path: Path | None = None) -> int:
+    announcer = Announcer(config, sys.stdin.buffer, sys.stdout.buffer, config_path=config_path)
     return asyncio.run(announcer.run())
