@@ -1,0 +1,495 @@
+"""announcer-docker-routed: a Docker (libnetwork) remote network driver for the routed wiring.
+
+dockerd finds the driver by its socket, ``/run/docker/plugins/NAME.sock`` (NAME is the
+driver name given to ``docker network create -d``), and POSTs JSON to it. Per endpoint:
+
+- CreateEndpoint: Docker's IPAM has chosen the address (``Interface.Address``); extra
+  (anycast) IPs come from the endpoint driver option ``anycast.ips``. Every IP is checked
+  free on this host (``AddressInUse`` otherwise); nothing is made yet.
+- Join: the veth pair is made in the host namespace (wiring.make_host_side: host end with
+  169.254.1.1/32, proxy_arp, forwarding, the host routes with our protocol); libnetwork
+  moves the peer into the container and renames it eth*; the reply's static routes give
+  the container ``169.254.1.1 dev ethN scope link`` and ``default via 169.254.1.1``.
+  Extra IPs are put on the container's ``lo`` (libnetwork configures only the primary IP).
+- Leave takes the extra IPs off ``lo``; DeleteEndpoint deletes the host veth (and with it
+  the peer and every host route).
+
+Restarts: the endpoints are kept in a state file, and every host veth names its endpoint in
+its alias. At start (and every --resync-interval) the driver asks dockerd which endpoints
+exist: veths of endpoints Docker still has are adopted untouched (their routes stay),
+veths of endpoints Docker no longer has are deleted. While dockerd cannot be asked,
+nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from announcer.cni import attachments, wiring
+from announcer.cni.libnetwork import (
+    ALIAS_NET_PREFIX,
+    CONTAINER_IF_PREFIX,
+    MIME,
+    DriverError,
+    Endpoint,
+    host_veth,
+    parse_extra_ips,
+    parse_interface,
+    parse_network_options,
+    peer_veth,
+    render_join,
+)
+from announcer.cni.wiring import IPAddress, WiringConfig, WiringError
+
+log = logging.getLogger("announcer.docker_driver")
+
+DEFAULT_SOCKET = Path("/run/docker/plugins/announcer-routed.sock")
+DEFAULT_STATE_DIR = Path("/var/lib/anycast-announcer/docker-driver")
+DEFAULT_DOCKER_HOST = "unix:///run/docker.sock"
+EX_USAGE, EX_CONFIG = 64, 78  # sysexits.h, as cli.py
+
+
+class DockerUnavailable(Exception):
+    """dockerd could not be asked which endpoints exist."""
+
+
+class StateFile:
+    """endpoint id -> Endpoint, as JSON, replaced atomically on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Endpoint]:
+        try:
+            doc = json.loads(self.path.read_text())
+            return {k: Endpoint.from_json(v) for k, v in doc["endpoints"].items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("state_unreadable path=%s error=%s", self.path, e)
+            return {}
+
+    def save(self, endpoints: Mapping[str, Endpoint]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        doc = {"endpoints": {k: asdict(v) for k, v in endpoints.items()}}
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+@dataclass
+class DockerView:
+    """Asks dockerd (Engine API over its unix socket) which endpoints a network has."""
+
+    host: str = DEFAULT_DOCKER_HOST
+    timeout: float = 5.0
+
+    def endpoints(self, network_ids: Iterable[str]) -> dict[str, set[str]]:
+        """network id -> its endpoint ids (empty for a network Docker no longer has)."""
+        return {net: self._network_endpoints(net) for net in set(network_ids)}
+
+    def _network_endpoints(self, network_id: str) -> set[str]:
+        if not self.host.startswith("unix://"):
+            raise DockerUnavailable(f"--docker-host {self.host}: only unix:// is supported")
+        conn = _UnixHTTPConnection(self.host.removeprefix("unix://"), self.timeout)
+        try:
+            conn.request("GET", f"/networks/{quote(network_id, safe='')}")
+            resp = conn.getresponse()
+            body = resp.read()
+        except OSError as e:
+            raise DockerUnavailable(f"{self.host}: {e}") from e
+        finally:
+            conn.close()
+        if resp.status == 404:
+            return set()
+        if resp.status != 200:
+            raise DockerUnavailable(f"{self.host}: GET /networks/{network_id}: {resp.status}")
+        containers = json.loads(body).get("Containers") or {}
+        return {str(c.get("EndpointID")) for c in containers.values()}
+
+
+@dataclass
+class RoutedDriver:
+    """The protocol's methods; each takes the request JSON and returns the reply JSON."""
+
+    state: StateFile
+    config: WiringConfig = field(default_factory=WiringConfig)
+    docker: DockerView | None = None
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    created_here: set[str] = field(default_factory=set)  # never orphans, whatever Docker says
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    extra_ips_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.endpoints.update(self.state.load())
+
+    def call(self, method: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, reply) for one request; errors are {"Err": message}."""
+        handler = self._methods().get(method)
+        if handler is None:
+            return 404, {"Err": f"{method} is not implemented by this driver"}
+        try:
+            with self.lock:
+                return 200, handler(body)
+        except DriverError as e:
+            log.warning("request_refused method=%s err=%s", method, e)
+            return 200, {"Err": str(e)}
+        except (KeyError, TypeError, ValueError) as e:
+            return 400, {"Err": f"{method}: malformed request ({type(e).__name__}: {e})"}
+
+    def _methods(self) -> dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]]:
+        return {
+            "Plugin.Activate": lambda _: {"Implements": ["NetworkDriver"]},
+            "NetworkDriver.GetCapabilities": lambda _: {"Scope": "local",
+                                                        "ConnectivityScope": "local"},
+            "NetworkDriver.CreateNetwork": self.create_network,
+            "NetworkDriver.DeleteNetwork": lambda _: {},
+            "NetworkDriver.CreateEndpoint": self.create_endpoint,
+            "NetworkDriver.EndpointOperInfo": self.endpoint_oper_info,
+            "NetworkDriver.DeleteEndpoint": self.delete_endpoint,
+            "NetworkDriver.Join": self.join,
+            "NetworkDriver.Leave": self.leave,
+            "NetworkDriver.DiscoverNew": lambda _: {},
+            "NetworkDriver.DiscoverDelete": lambda _: {},
+            "NetworkDriver.ProgramExternalConnectivity": lambda _: {},  # no NAT, no ports
+            "NetworkDriver.RevokeExternalConnectivity": lambda _: {},
+            "NetworkDriver.AllocateNetwork": self.not_global,
+            "NetworkDriver.FreeNetwork": self.not_global,
+        }  # fmt: skip
+
+    def not_global(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        raise DriverError("this driver has local scope: AllocateNetwork/FreeNetwork "
+                          "(swarm networks) are not supported")  # fmt: skip
+
+    def create_network(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        parse_network_options(body)
+        log.info("network_created network=%s", body["NetworkID"])
+        return {}
+
+    def create_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        ep_id, net_id = str(body["EndpointID"]), str(body["NetworkID"])
+        try:
+            primary, extra = wiring.validate_ips(
+                parse_interface(body), parse_extra_ips(body.get("Options") or {})
+            )
+            self._ensure_unused(primary + extra)
+        except WiringError as e:
+            raise DriverError(str(e)) from None
+        endpoint = Endpoint(net_id, ep_id, tuple(map(str, primary)), tuple(map(str, extra)))
+        self.endpoints[ep_id] = endpoint
+        self.created_here.add(ep_id)
+        self.state.save(self.endpoints)
+        log.info("endpoint_created endpoint=%s ips=%s extra_ips=%s", ep_id[:12],
+                 ",".join(endpoint.ips), ",".join(endpoint.extra_ips) or "-")  # fmt: skip
+        return {"Interface": {"MacAddress": wiring.container_mac(primary + extra)}}
+
+    def _ensure_unused(self, ips: tuple[IPAddress, ...]) -> None:
+        """AddressInUse if another endpoint of ours has an IP, or the host routes it."""
+        for other in self.endpoints.values():
+            for text in other.ips + other.extra_ips:
+                ip = wiring.parse_ip(text)
+                if ip in ips:
+                    owner = host_veth(other.endpoint_id, self.config)
+                    raise wiring.AddressInUse(ip, owner, self.config.table)
+        wiring.ensure_addresses_free(ips, self.config)
+
+    def endpoint_oper_info(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        endpoint = self.endpoints.get(str(body["EndpointID"]))
+        if endpoint is None:
+            return {"Value": {}}
+        return {"Value": {"hostInterface": host_veth(endpoint.endpoint_id, self.config),
+                          "extraIPs": ",".join(endpoint.extra_ips)}}  # fmt: skip
+
+    def join(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        ep_id, sandbox = str(body["EndpointID"]), str(body.get("SandboxKey") or "")
+        endpoint = self.endpoints.get(ep_id)
+        if endpoint is None:
+            raise DriverError(f"Join: endpoint {ep_id} is unknown to this driver")
+        host = host_veth(ep_id, self.config)
+        alias = attachments.render_alias(ALIAS_NET_PREFIX + endpoint.network_id, ep_id,
+                                         CONTAINER_IF_PREFIX)  # fmt: skip
+        try:
+            made = wiring.make_host_side(
+                host, peer_veth(ep_id), endpoint.ips, endpoint.extra_ips,
+                config=self.config, alias=alias,
+            )  # fmt: skip
+        except WiringError as e:
+            raise DriverError(f"Join {ep_id[:12]}: {e}") from None
+        if endpoint.extra_ips:
+            args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout)
+            threading.Thread(target=_place_extra_ips, args=args, daemon=True).start()
+        self.endpoints[ep_id] = replace(endpoint, sandbox=sandbox)
+        self.state.save(self.endpoints)
+        log.info("endpoint_joined endpoint=%s host_veth=%s", ep_id[:12], host)
+        return render_join(endpoint)
+
+    def leave(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        ep_id = str(body["EndpointID"])
+        endpoint = self.endpoints.get(ep_id)
+        if endpoint is not None and endpoint.sandbox:
+            try:
+                _sandbox_addresses("del", endpoint.sandbox, endpoint.extra_ips)
+            except (NetlinkError, OSError) as e:  # the container is going away anyway
+                log.warning("leave_cleanup_failed endpoint=%s error=%s", ep_id[:12], e)
+            self.endpoints[ep_id] = replace(endpoint, sandbox="")
+            self.state.save(self.endpoints)
+        return {}
+
+    def delete_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        ep_id = str(body["EndpointID"])
+        removed = _delete_veth(host_veth(ep_id, self.config))
+        self.endpoints.pop(ep_id, None)
+        self.created_here.discard(ep_id)
+        self.state.save(self.endpoints)
+        log.info("endpoint_deleted endpoint=%s veth_removed=%s", ep_id[:12], removed)
+        return {}
+
+    def reconcile(self) -> list[str]:
+        """Adopt the veths of endpoints Docker still has, delete the others; return those.
+
+        Raises DockerUnavailable (and deletes nothing) when dockerd cannot be asked.
+        """
+        if self.docker is None:
+            raise DockerUnavailable("no --docker-host to ask")
+        before = _docker_veths(self.config)
+        view = self.docker.endpoints(net for net, _ in before.values())
+        removed = []
+        with self.lock:
+            for host, (net, ep_id) in _docker_veths(self.config).items():
+                if ep_id in self.created_here or ep_id in view.get(net, {ep_id}):
+                    continue  # ours now, or not seen by the query: next time
+                if before.get(host) == (net, ep_id) and _delete_veth(host):
+                    removed.append(host)
+                    self.endpoints.pop(ep_id, None)
+                    log.info("orphan_removed host_veth=%s endpoint=%s", host, ep_id[:12])
+            self._forget_gone(view)
+            self.state.save(self.endpoints)
+        return removed
+
+    def _forget_gone(self, view: Mapping[str, set[str]]) -> None:
+        """Drop state entries whose veth is gone and that Docker no longer reports."""
+        live = {ep for _, ep in _docker_veths(self.config).values()}
+        known = set().union(*view.values()) if view else set()
+        for ep_id in list(self.endpoints):
+            if ep_id not in live and ep_id not in known and ep_id not in self.created_here:
+                del self.endpoints[ep_id]
+
+
+def _docker_veths(config: WiringConfig) -> dict[str, tuple[str, str]]:
+    """host veth -> (network id, endpoint id) for every veth of this driver here."""
+    return {
+        host: (net.removeprefix(ALIAS_NET_PREFIX), ep_id)
+        for host, (net, ep_id, _) in attachments.list_attachments(config).items()
+        if net.startswith(ALIAS_NET_PREFIX)
+    }
+
+
+def _delete_veth(host: str) -> bool:
+    with IPRoute() as ipr:
+        return attachments.delete_link(ipr, host)
+
+
+def _place_extra_ips(
+    ep_id: str, sandbox: str, mac: str, ips: tuple[str, ...], timeout: float
+) -> None:
+    """Put the extra IPs on the container's lo once libnetwork has moved our peer in.
+
+    Not at Join: dockerd joins in a placeholder namespace, and only at container start
+    (libnetwork-setkey hook) bind-mounts the container's own over the same SandboxKey
+    path. Our peer (known by its MAC) showing up there says it is the real one.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _sandbox_has_mac(sandbox, mac):
+                _sandbox_addresses("add", sandbox, ips)
+                log.info("extra_ips_placed endpoint=%s ips=%s", ep_id[:12], ",".join(ips))
+                return
+        except (NetlinkError, OSError) as e:
+            log.debug("extra_ips_retry endpoint=%s error=%s", ep_id[:12], e)
+        time.sleep(0.05)  # polling the sandbox: nothing tells us when libnetwork is done
+    log.error("extra_ips_not_placed endpoint=%s sandbox=%s: container interface never "
+              "appeared", ep_id[:12], sandbox)  # fmt: skip
+
+
+def _sandbox_has_mac(sandbox: str, mac: str) -> bool:
+    if not Path(sandbox).exists():
+        return False
+    with IPRoute(netns=sandbox, flags=0) as ipr:
+        return any(link.get("address") == mac for link in ipr.get_links())
+
+
+def _sandbox_addresses(op: str, sandbox: str, ips: Iterable[str]) -> None:
+    """Add or delete ips as host prefixes on the sandbox's lo (skipped if it is gone)."""
+    parsed = [wiring.parse_ip(ip) for ip in ips]
+    if not parsed or not sandbox or not Path(sandbox).exists():
+        return
+    with IPRoute(netns=sandbox, flags=0) as ipr:
+        index = ipr.link_lookup(ifname="lo")[0]
+        for ip in parsed:
+            try:
+                ipr.addr(op, index=index, address=str(ip), prefixlen=ip.max_prefixlen)
+            except NetlinkError as e:
+                if e.code not in (errno.EEXIST, errno.EADDRNOTAVAIL):
+                    raise
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _PluginServer
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        method = self.path.lstrip("/")
+        try:
+            body: Any = json.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            body = f"undecodable request: {e}"
+        if isinstance(body, dict):
+            status, reply = self.server.driver.call(method, body)
+        else:
+            problem = body if isinstance(body, str) else "request is not a JSON object"
+            status, reply = 400, {"Err": f"{method}: {problem}"}
+        out = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", MIME)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http " + format, *args)
+
+
+class _PluginServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path, driver: RoutedDriver) -> None:
+        self.driver = driver
+        super().__init__(str(path), _Handler)
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a stale socket left by a dead instance; refuse if one is still serving it."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise DriverError(f"{path} is served by another running instance")
+
+
+def _resync_loop(driver: RoutedDriver, interval: float, stop: threading.Event) -> None:
+    """Reconcile now and every interval; retry every second while dockerd can't be asked."""
+    while not stop.is_set():
+        try:
+            removed = driver.reconcile()
+        except (DockerUnavailable, NetlinkError, OSError, ValueError) as e:
+            log.warning("resync_deferred reason=%s", e)
+            stop.wait(1.0)
+            continue
+        log.info("resync_done adopted=%d removed=%s", len(driver.endpoints),
+                 ",".join(removed) or "-")  # fmt: skip
+        stop.wait(interval)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="announcer-docker-routed", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--socket",
+        type=Path,
+        default=DEFAULT_SOCKET,
+        help="unix socket to serve; its name (without .sock) is the driver name",
+    )
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    p.add_argument(
+        "--docker-host",
+        default=DEFAULT_DOCKER_HOST,
+        help="dockerd's API socket (unix://...), asked which endpoints exist",
+    )
+    p.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
+    p.add_argument("--host-veth-prefix", default="vethr")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--table", type=int, default=wiring.MAIN_TABLE)
+    p.add_argument("--route-protocol", type=int, default=wiring.DEFAULT_ROUTE_PROTOCOL)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script entry point; like cli.py it may exit with a sysexits code."""
+    args = _parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="announcer-docker-routed %(levelname)s %(message)s")  # fmt: skip
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        config = WiringConfig(args.host_veth_prefix, args.mtu, args.table, args.route_protocol)
+    except ValueError as e:
+        log.error("config_invalid error=%s", e)
+        sys.exit(EX_CONFIG)  # an entry point may exit: there is no caller to return to
+    name = args.socket.name.removesuffix(".sock")
+    driver = RoutedDriver(StateFile(args.state_dir / f"{name}.json"), config,
+                          DockerView(args.docker_host))  # fmt: skip
+    try:
+        _claim_socket(args.socket)
+        server = _PluginServer(args.socket, driver)
+    except (DriverError, OSError) as e:
+        log.error("socket_unavailable path=%s error=%s", args.socket, e)
+        sys.exit(EX_USAGE)  # as above
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    threading.Thread(target=_resync_loop, args=(driver, args.resync_interval, stop),
+                     daemon=True).start()  # fmt: skip
+    log.info("driver_started name=%s socket=%s endpoints=%d", name, args.socket,
+             len(driver.endpoints))  # fmt: skip
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            args.socket.unlink()
+        log.info("driver_stopped name=%s", name)
