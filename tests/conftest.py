@@ -38,6 +38,12 @@ def _frr_missing() -> str | None:
     return None
 
 
+def _docker_missing() -> str | None:
+    from tests import dockerd
+
+    return _netns_missing() or dockerd.missing()
+
+
 def _exabgp_missing() -> str | None:
     if not Path(netlab.DEFAULT_EXABGP).exists():
         return f"pinned ExaBGP not found at {netlab.DEFAULT_EXABGP} (run `make venv`)"
@@ -48,6 +54,7 @@ _MISSING: dict[str, Callable[[], str | None]] = {
     "netns": _netns_missing,
     "frr": _frr_missing,
     "exabgp": _exabgp_missing,
+    "docker": _docker_missing,
 }
 
 

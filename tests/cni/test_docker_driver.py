@@ -1,0 +1,268 @@
+"""The Docker remote network driver against a real dockerd, both inside one test namespace.
+
+The namespace is the "host": dockerd runs there (tests/dockerd.py), the driver runs there
+(``ip netns exec``) serving a uniquely named socket in /run/docker/plugins, and containers
+get their veths and host routes there. Nothing has a route out of it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from announcer.cni.attachments import render_alias
+from announcer.cni.libnetwork import host_veth
+from announcer.cni.wiring import WiringConfig
+from tests import dockerd as dockerd_harness
+from tests.cni.conftest import ip_json, links, routes
+from tests.dockerd import Dockerd, dockerd
+from tests.netlab import REPO, RouteMonitor, netns, poll, sh
+
+pytestmark = [pytest.mark.netns, pytest.mark.docker, pytest.mark.slow]
+
+DRIVER = REPO / ".venv" / "bin" / "announcer-docker-routed"
+PLUGIN_DIR = Path("/run/docker/plugins")
+SUBNET = "10.30.0.0/24"
+
+
+class _Conn(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=10)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self._path))
+
+
+@dataclass
+class Driver:
+    """announcer-docker-routed in the namespace, on a socket named for this run."""
+
+    ns: str
+    docker_host: str
+    workdir: Path
+    name: str = field(default_factory=lambda: f"aa-routed-{secrets.token_hex(4)}")
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return PLUGIN_DIR / f"{self.name}.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "driver.log"
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        # nsenter, not `ip netns exec`: that gives the driver a mount namespace of its own,
+        # which never sees the bind mount dockerd later puts on a SandboxKey path.
+        argv = ["nsenter", f"--net=/run/netns/{self.ns}", str(DRIVER), "--socket", str(self.socket),
+                "--state-dir", str(self.workdir / "state"), "--docker-host", self.docker_host,
+                "--resync-interval", "3600", "-v"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        poll(self._answers, 20, f"driver {self.name} answering ({self.log_path})")
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"driver exited {self.proc.returncode}:\n{self.log()}")
+        try:
+            return self.post("Plugin.Activate")[0] == 200
+        except OSError:
+            return False
+
+    def post(self, method: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        conn = _Conn(self.socket)
+        try:
+            data = raw if raw is not None else json.dumps(body or {}).encode()
+            conn.request("POST", f"/{method}", body=data,
+                         headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})  # fmt: skip
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"{}")
+        finally:
+            conn.close()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Host:
+    ns: str
+    docker: Dockerd
+    driver: Driver
+    network: str
+    network_id: str
+
+    def endpoint_id(self, container: str) -> str:
+        nets = json.loads(self.docker.cli("inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                                          container).stdout)  # fmt: skip
+        return str(nets[self.network]["EndpointID"])
+
+    def veth(self, container: str) -> str:
+        return host_veth(self.endpoint_id(container), WiringConfig())
+
+    def host_routes(self) -> dict[str, str]:
+        """dst -> dev of the host routes with our protocol (180)."""
+        return {r["dst"]: r["dev"] for r in routes(self.ns) if r.get("protocol") == "180"}
+
+    def run(self, name: str, network_arg: str) -> str:
+        self.docker.cli("run", "-d", "--name", name, "--network", network_arg,
+                        self.docker.image, "sleep", "600")  # fmt: skip
+        return name
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    reason = dockerd_harness.missing()
+    if reason:
+        pytest.skip(reason)
+    if not DRIVER.exists():
+        pytest.skip(f"{DRIVER} is missing: run .venv/bin/pip install -e '.[dev,lab]'")
+    workdir = tmp_path_factory.mktemp("docker_driver")
+    with netns("dock") as ns, dockerd(ns, workdir / "docker") as docker:
+        driver = Driver(ns, docker.host, workdir)
+        driver.start()
+        try:
+            network = f"routed-{secrets.token_hex(3)}"
+            netid = docker.cli("network", "create", "-d", driver.name, "--subnet", SUBNET,
+                               network).stdout.strip()  # fmt: skip
+            yield Host(ns, docker, driver, network, netid)
+        finally:
+            docker.cli("rm", "-f", *docker.cli("ps", "-aq").stdout.split(), check=False)
+            driver.stop()
+            driver.socket.unlink(missing_ok=True)
+
+
+def test_protocol_answers(host: Host) -> None:
+    d = host.driver
+    assert d.post("Plugin.Activate") == (200, {"Implements": ["NetworkDriver"]})
+    assert d.post("NetworkDriver.GetCapabilities") == (
+        200, {"Scope": "local", "ConnectivityScope": "local"})  # fmt: skip
+    for method in ("DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity",
+                   "RevokeExternalConnectivity"):  # fmt: skip
+        assert d.post(f"NetworkDriver.{method}", {"NetworkID": "n", "EndpointID": "e"}) == (200, {})
+    status, reply = d.post("NetworkDriver.AllocateNetwork", {"NetworkID": "n"})
+    assert status == 200
+    assert "local scope" in reply["Err"]
+    assert d.post("NetworkDriver.NoSuchThing")[0] == 404
+    assert d.post("NetworkDriver.CreateNetwork", raw=b"{nope")[0] == 400
+    status, reply = d.post("NetworkDriver.CreateEndpoint", {
+        "NetworkID": "n", "EndpointID": "e", "Interface": {"Address": "10.30.1.1/24"},
+        "Options": {"anycast.ip": "10.9.9.1"}})  # fmt: skip
+    assert "anycast.ip" in reply["Err"]
+
+    # What `docker network create -o` sends is refused by name, as the CLI shows it.
+    refused = host.docker.cli("network", "create", "-d", d.name, "-o", "mtu=9000",
+                              "--subnet", "10.31.0.0/24", "bad-opts", check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "unknown network option(s) mtu" in refused.stderr
+
+
+def test_run_wires_routes_and_containers_reach_each_other(host: Host) -> None:
+    docker = host.docker
+    c1 = host.run("c1", f"name={host.network},ip=10.30.0.5")
+    c2 = host.run("c2", f"name={host.network},ip=10.30.0.6,driver-opt=anycast.ips=10.9.9.9")
+    v1, v2 = host.veth(c1), host.veth(c2)
+
+    assert host.host_routes() == {"10.30.0.5": v1, "10.30.0.6": v2, "10.9.9.9": v2}
+    hl = links(host.ns)
+    assert hl[v1]["operstate"] == "UP"
+    addrs = ip_json(host.ns, "-4", "addr", "show", "dev", v1)[0]["addr_info"]
+    assert [(a["local"], a["prefixlen"], a["scope"]) for a in addrs] == [
+        ("169.254.1.1", 32, "link")
+    ]
+    assert sh(host.ns, "sysctl", "-n", f"net.ipv4.conf.{v1}.proxy_arp").stdout.strip() == "1"
+
+    # The container end: moved in and renamed by libnetwork, our MAC, routed via 169.254.1.1.
+    croutes = docker.cli("exec", c1, "ip", "route").stdout
+    assert "default via 169.254.1.1 dev eth0" in croutes
+    assert "169.254.1.1 dev eth0 scope link" in croutes
+    assert "02:42:0a:1e:00:05" in docker.cli("exec", c1, "ip", "link", "show", "eth0").stdout
+    poll(lambda: "inet 10.9.9.9/32" in docker.cli("exec", c2, "ip", "addr", "show", "lo").stdout,
+         10, "anycast IP on c2's lo")  # fmt: skip
+
+    # Through the host: to c2's primary and to its anycast IP (on c2's lo).
+    docker.cli("exec", c1, "ping", "-c1", "-W2", "10.30.0.6")
+    docker.cli("exec", c1, "ping", "-c1", "-W2", "10.9.9.9")
+    docker.cli("exec", c2, "ping", "-c1", "-W2", "10.30.0.5")
+
+    # The same IP twice on this host is refused, naming the IP and who has it; nothing leaks.
+    before = set(links(host.ns))
+    dup = docker.cli("run", "-d", "--name", "c3", "--network",
+                     f"name={host.network},ip=10.30.0.7,driver-opt=anycast.ips=10.9.9.9",
+                     docker.image, "sleep", "600", check=False)  # fmt: skip
+    assert dup.returncode != 0
+    assert f"address 10.9.9.9 is already routed on this host via {v2}" in dup.stderr
+    assert set(links(host.ns)) == before
+    docker.cli("rm", "-f", "c3")
+
+    # docker rm -f: the veth and every host route through it go.
+    docker.cli("rm", "-f", c2)
+    assert host.host_routes() == {"10.30.0.5": v1}
+    assert v2 not in links(host.ns)
+    docker.cli("rm", "-f", c1)
+    assert host.host_routes() == {}
+
+
+def _orphan(ns: str, name: str, network_id: str, endpoint_id: str, ip: str) -> None:
+    """A veth as a driver would have left it for an endpoint Docker no longer has."""
+    alias = render_alias(f"docker:{network_id}", endpoint_id, "eth")
+    sh(ns, "ip", "link", "add", name, "type", "veth", "peer", "name", f"p{name}"[:15])
+    sh(ns, "ip", "link", "set", name, "alias", alias, "up")
+    sh(ns, "ip", "route", "add", f"{ip}/32", "dev", name, "proto", "180")
+
+
+def test_restart_adopts_running_endpoints_and_removes_orphans(host: Host, tmp_path: Path) -> None:
+    docker, driver = host.docker, host.driver
+    c1 = host.run("r1", f"name={host.network},ip=10.30.0.8,driver-opt=anycast.ips=10.9.9.8")
+    v1, ep1 = host.veth(c1), host.endpoint_id(c1)
+    # One orphan of a network Docker never had, one of a deleted endpoint of a live network,
+    # and a veth of someone else's (no alias of ours) that must be left alone.
+    _orphan(host.ns, "vethrorphan1", "f" * 64, "e" * 64, "10.30.9.1")
+    _orphan(host.ns, "vethrorphan2", host.network_id, "d" * 64, "10.30.9.2")
+    sh(host.ns, "ip", "link", "add", "vethrforeign", "type", "veth", "peer", "name", "pforeign")
+
+    with RouteMonitor.running(host.ns, tmp_path / "monitor.log") as monitor:
+        resyncs = driver.log().count("resync_done")
+        driver.stop(signal.SIGKILL)  # a crash: nothing gets to clean up
+        driver.start()
+        poll(lambda: not {"vethrorphan1", "vethrorphan2"} & set(links(host.ns)), 20,
+             "orphan veths removed")  # fmt: skip
+        poll(lambda: driver.log().count("resync_done") > resyncs, 20, "first resync")
+        assert monitor.deleted("10.30.0.8") == []
+        assert monitor.deleted("10.9.9.8") == []
+    assert host.host_routes() == {"10.30.0.8": v1, "10.9.9.8": v1}
+    assert "vethrforeign" in links(host.ns)
+    _status, info = driver.post("NetworkDriver.EndpointOperInfo",
+                               {"NetworkID": host.network_id, "EndpointID": ep1})  # fmt: skip
+    assert info == {"Value": {"hostInterface": v1, "extraIPs": "10.9.9.8"}}
+    docker.cli("exec", c1, "ping", "-c1", "-W2", "169.254.1.1")
+
+    # The adopted endpoint is removed as usual, extras off lo at Leave, veth at DeleteEndpoint.
+    docker.cli("rm", "-f", c1)
+    assert host.host_routes() == {}
+    assert v1 not in links(host.ns)
+    sh(host.ns, "ip", "link", "del", "vethrforeign")
