@@ -25,6 +25,7 @@ class FakeExaBGP:
         self.acks = acks
         self.commands: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
+        self.times: list[tuple[int, str]] = []  # (time.time_ns() when read, line)
         self.stderr_path = config.with_suffix(".stderr")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
@@ -55,6 +56,7 @@ class FakeExaBGP:
             elif line == "show adj-rib out":
                 self._reply(*self.rib, *done)
             else:
+                self.times.append((time.time_ns(), line))
                 self.seen.append(line)
                 self.commands.put(line)
                 self._reply(*done)
