@@ -46,14 +46,17 @@ def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
     return (prefix.version, int(prefix.network_address), prefix.prefixlen)
 
 
-def plan_report(config: Config, world: World) -> dict[str, Any]:
-    """Every prefix with its decision and reason, and the lines a fresh start would send."""
+def plan_report(
+    config: Config, world: World, sources: dict[str, str] | None = None, now: float = 0.0
+) -> dict[str, Any]:
+    """Every prefix with its decision, reason and contributing sources; each lifecycle
+    source's status; and the exact lines a fresh start would send."""
     policy = to_policy(config)
-    decisions = decide(world, policy)
+    decisions = decide(world, policy, now=now)
     want = desired(decisions.values(), policy)
     lines = [render(c) for c in diff(want, {}, may_withdraw=False)]
     rows = [_row(decisions[p]) for p in sorted(decisions, key=_sort_key)]
-    return {"decisions": rows, "commands": lines}
+    return {"decisions": rows, "sources": sources or {}, "commands": lines}
 
 
 def _row(decision: Decision) -> dict[str, Any]:
@@ -66,6 +69,8 @@ def _row(decision: Decision) -> dict[str, Any]:
 
 
 def _print_plan(report: dict[str, Any]) -> None:
+    for name, status in sorted(report["sources"].items()):
+        print(f"# source {name}: {status}")
     for row in report["decisions"]:
         verdict = "announce" if row["announce"] else "withhold"
         print(f"{row['prefix']:<43} {verdict:<8} {row['reason']:<22} {' '.join(row['sources'])}")
@@ -75,11 +80,17 @@ def _print_plan(report: dict[str, Any]) -> None:
 
 
 def _cmd_plan(config: Config, as_json: bool) -> int:
+    import asyncio
+    import time
+
+    from announcer.runtime import build_sources, list_sources
     from announcer.sources.kernel import dump_kernel  # I/O only when asked
 
     world = World()
     world.apply(dump_kernel())
-    report = plan_report(config, world)
+    timeout = config.lifecycle.sync_timeout_seconds
+    statuses = asyncio.run(list_sources(build_sources(config), world, timeout))
+    report = plan_report(config, world, statuses, time.monotonic())
     if as_json:
         print(json.dumps(report, indent=2))
     else:

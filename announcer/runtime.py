@@ -14,6 +14,7 @@ re-dump (and any netlink overrun) replaces the world with the kernel's truth.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -481,3 +482,35 @@ def build_sources(config: Config) -> list[LifecycleSource]:
 def run(config: Config, config_path: Path | None = None) -> int:
     announcer = Announcer(config, sys.stdin.buffer, sys.stdout.buffer, config_path=config_path)
     return asyncio.run(announcer.run())
+
+
+async def list_sources(
+    sources: list[LifecycleSource], world: World, timeout: float
+) -> dict[str, str]:
+    """One listing of every source into ``world`` (for ``plan``); each source's status."""
+    status: dict[str, str] = {}
+
+    async def one(source: LifecycleSource) -> None:
+        done = asyncio.Event()
+
+        def emit(event: LifecycleEvent) -> None:
+            if isinstance(event, SourceListed):
+                world.apply(event)
+                status[source.name] = f"listed {len(event.instances)} instance(s)"
+                done.set()
+            elif isinstance(event, SourceLost):
+                status[source.name] = f"unreachable: {quote(event.reason, 200)}"
+                done.set()
+
+        task = asyncio.create_task(source.run(emit, time.monotonic))
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            status[source.name] = f"no listing within {timeout:g}s"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    await asyncio.gather(*(one(source) for source in sources))
+    return status

@@ -108,3 +108,24 @@ def test_drop_ins_and_config_edits_apply_live(host: str, tmp_path: Path) -> None
     assert "config_rejected" in log
     assert "10.0.0.0/33" in log
     assert not any("10.1.0.9" in line for line in exa.seen)
+
+
+@pytest.mark.netns
+def test_plan_shows_which_sources_contributed_each_prefix(host: str, tmp_path: Path) -> None:
+    routes_d = tmp_path / "routes.d"
+    routes_d.mkdir()
+    (routes_d / "dns.yaml").write_text("ips: [10.200.0.53]\nmed: 7\n")
+    (routes_d / "broken.yaml").write_text("ips: [10.200.0.54]\nmed: nope\n")
+    config = tmp_path / "announcer.yaml"
+    config.write_text(f"kernel:\n  interfaces: ['vethr*']\npolicy:\n  allow: ['10.0.0.0/8']\nfiles:\n  enabled: true\n  directory: {routes_d}\n")
+    sh(host, "ip", "route", "add", "10.200.0.53/32", "dev", "vethr1")
+    import json
+
+    from tests.integration.fake_exabgp import ANNOUNCER
+
+    plan = json.loads(sh(host, ANNOUNCER, "plan", "-c", str(config), "--json").stdout)
+    [row] = [r for r in plan["decisions"] if r["prefix"] == "10.200.0.53/32"]
+    assert row["announce"]
+    assert row["sources"] == ["route:main:vethr1", "files:dns.yaml"]
+    assert plan["sources"] == {"files": "listed 1 instance(s)"}
+    assert plan["commands"] == ["announce route 10.200.0.53/32 next-hop self med 7"]
