@@ -1,0 +1,69 @@
+"""The lab's tiny service: answers every UDP datagram and every TCP line with its name.
+
+``python -m announcer.lab.responder --name inst1 --port 7000`` runs inside a container
+namespace. A reply is ``<name> <what was received>``, so the client learns which instance
+served each packet of each flow. It prints ``ready`` once both sockets listen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import cast
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(self.name + b" " + data[:200], addr)
+
+
+async def _tcp(name: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while line := await reader.readline():
+            writer.write(name + b" " + line[:200])
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(name: str, port: int, addresses: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tag = name.encode()
+    # one UDP socket per address, so a reply leaves from the address asked (the anycast IP)
+    transports = [
+        (await loop.create_datagram_endpoint(lambda: _Udp(tag), local_addr=(addr, port)))[0]
+        for addr in addresses
+    ]
+    server = await asyncio.start_server(lambda r, w: _tcp(tag, r, w), "0.0.0.0", port, backlog=1024)
+    print("ready", flush=True)
+    await stop.wait()
+    server.close()
+    for transport in transports:
+        transport.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, default=7000)
+    parser.add_argument("--address", action="append", required=True, help="repeat per address")
+    args = parser.parse_args()
+    asyncio.run(serve(args.name, args.port, args.address))
+
+
+if __name__ == "__main__":
+    main()
