@@ -167,7 +167,15 @@ class Announcer:
             self.world.sources.setdefault(source.name, SourceStatus())
         timeout = self.config.exabgp.startup_timeout_seconds
         reply = await self._ask(VERSION, timeout)
-        log.info("exabgp_connected version=%r", " ".join(reply.lines))
+        version = " ".join(reply.lines)
+        log.info("exabgp_connected version=%r", version)
+        major = version.removeprefix("exabgp ").split(".", 1)[0]
+        if major.isdigit() and int(major) != self.config.exabgp.dialect:
+            log.warning(
+                "exabgp_dialect_mismatch configured=%d running=%r",
+                self.config.exabgp.dialect,
+                version,
+            )
         self._subscription = self.kernel.subscribe(self.config.kernel.netlink_rcvbuf_bytes)
         await self._fresh_world()
         asyncio.get_running_loop().add_reader(self._subscription.fileno(), self._on_netlink)
