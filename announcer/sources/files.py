@@ -82,6 +82,7 @@ class _Changed(FileSystemEventHandler):
 def watch(directory: Path, loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> Any:
     """Set ``changed`` (thread-safely) whenever anything in ``directory`` changes."""
     observer = Observer()
+
     def notify() -> None:
         loop.call_soon_threadsafe(changed.set)
 
@@ -153,4 +154,3 @@ class FilesSource:
         self._reported.pop(path, None)
         self._good[path] = (text, instance)
         log.info("drop_in_loaded file=%s ips=%s", path, ",".join(map(str, instance.ips)))
-
