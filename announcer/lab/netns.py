@@ -174,9 +174,9 @@ class NetnsLab:
 
     # ---------------------------------------------------------------- operations
 
-    def exec(self, node: str, argv: list[str], *, check: bool = True, timeout: float = 30
-             ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return run(self.ns(node), argv, check=check, timeout=timeout)
+    def exec(self, node: str, argv: list[str], *, check: bool = True, timeout: float = 30,
+             input_text: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return run(self.ns(node), argv, check=check, timeout=timeout, input_text=input_text)
 
     def spawn(self, node: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         return spawn(self.ns(node), argv, log)

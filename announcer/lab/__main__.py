@@ -1,0 +1,3 @@
+from announcer.lab.cli import main
+
+main()
