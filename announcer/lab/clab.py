@@ -110,7 +110,8 @@ class ClabLab:
                            "/etc/lab/instances.yaml", *names], timeout=60)  # fmt: skip
 
     def start_bgp(self, server: str) -> None:
-        self.exec(server, ["sh", "-c", "setsid /usr/local/bin/lab-exabgp >/var/log/lab/exabgp.out 2>&1 &"])
+        start = "setsid /usr/local/bin/lab-exabgp >>/var/log/lab/exabgp.out 2>&1 &"
+        self.exec(server, ["sh", "-c", start])
 
     def stop_bgp(self, server: str) -> None:
         self.exec(server, ["pkill", "-KILL", "-f", "exabgp|announcer run"], check=False)

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from announcer.lab import failures, report, scenarios
 from announcer.lab.clab import ClabLab
 from announcer.lab.namespaces import LabError
-from announcer.lab.netns import LabState, NetnsLab, clean_stale
+from announcer.lab.netns import STATE_FILE, LabState, NetnsLab, clean_stale
 
 DEFAULT_TOPOLOGY = Path("labs/spine-leaf.clab.yml")
 ARTIFACTS = Path("artifacts/lab")
@@ -143,7 +143,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             state = LabState.load()
             if state is not None and state.backend == "containerlab":
                 ClabLab(Path(state.topology), Path(state.rundir)).down()
-                LabState.load() and Path(state.rundir)  # noqa: B018
+                STATE_FILE.unlink(missing_ok=True)
             clean_stale(log=lambda m: print(m, file=sys.stderr))
         case "status":
             lab = _attach()

@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class FrrNode:
                     "--log", f"file:{self.logdir / f'{daemon}.log'}"]  # fmt: skip
             self.procs[daemon] = spawn(self.ns, argv, self.logdir / f"{daemon}.stdout")
         for daemon in self.daemons:
-            poll(lambda d=daemon: self._ready(d), 20, f"{self.name}: {daemon} vty socket")
+            poll(partial(self._ready, daemon), 20, f"{self.name}: {daemon} vty socket")
         out = run(self.ns, ["vtysh", "--vty_socket", str(self.sockdir), "-f", str(self.conf)],
                   check=False)  # fmt: skip
         (self.logdir / "vtysh-apply.log").write_text(out.stdout + out.stderr)

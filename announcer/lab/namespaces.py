@@ -89,7 +89,7 @@ def list_namespaces() -> list[str]:
 
 def create_namespace(name: str) -> None:
     if not name.startswith(NS_PREFIX):
-        raise LabError(f"refusing to create namespace {name!r}: lab namespaces start with {NS_PREFIX}")
+        raise LabError(f"refusing namespace {name!r}: lab namespaces start with {NS_PREFIX}")
     run(None, ["ip", "netns", "add", name])
     run(name, ["ip", "link", "set", "lo", "up"])
 

@@ -16,10 +16,9 @@ import json
 import os
 import re
 import secrets
-import shlex
+import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +80,8 @@ def _owner_alive(state: LabState) -> bool:
 def clean_stale(log: Any = print) -> None:
     """Remove a lab an earlier run left (crashed, or kept with --keep)."""
     state = LabState.load()
+    if state is not None and state.backend != "netns":
+        raise LabError(f"a {state.backend} lab is up ({state.topology}); `down` it first")
     if state is not None:
         if _owner_alive(state) and not state.keep:
             raise LabError(f"a lab is running (owner pid {state.owner_pid}); `down` it first")
@@ -142,10 +143,10 @@ class NetnsLab:
         return self.state.prefix + node
 
     def up(self) -> None:
-        for node in self.topo.nodes:
-            self.state.namespaces.append(self.ns(node))
+        for name in self.topo.nodes:
+            self.state.namespaces.append(self.ns(name))
             self.state.save()
-            create_namespace(self.ns(node))
+            create_namespace(self.ns(name))
         for link in self.topo.links:
             veth(self.ns(link.a.node), link.a.interface, self.ns(link.b.node), link.b.interface)
         for node in self.topo.nodes.values():
@@ -190,6 +191,8 @@ class NetnsLab:
     def instances(self, server: str, action: str, *names: str) -> None:
         """Run announcer.lab.instances in server; its namespaces are made/removed here."""
         spec = self.topo.nodes[server].bind_source(INSTANCES)
+        if spec is None:
+            raise LabError(f"{server} binds no {INSTANCES}")
         chosen = list(names) or [i.name for i in parse_instances(spec.read_text()).instances]
         inst_ns = [f"{self.ns(server)}-{name}" for name in chosen]
         if action in ("up", "start"):
@@ -199,7 +202,8 @@ class NetnsLab:
                 create_namespace(ns)
         argv = [sys.executable, "-m", "announcer.lab.instances", action, str(spec), *names,
                 "--netns-prefix", f"{self.ns(server)}-",
-                "--logdir", str(self.rundir / server / "instances"), "--external-netns"]  # fmt: skip
+                "--logdir", str(self.rundir / server / "instances"),
+                "--external-netns"]  # fmt: skip
         run(self.ns(server), argv, timeout=60)
         if action in ("down", "stop"):
             delete_namespaces(inst_ns)
@@ -243,7 +247,7 @@ class NetnsLab:
         ns = self.ns(server)
         frr_pids = {int(p) for p in _pidfiles(self.sockdir / server)}
         victims = [p for p in namespace_pids(ns) if p not in frr_pids and _is_bgp(p)]
-        kill_and_wait(victims, __import__("signal").SIGKILL, 5)
+        kill_and_wait(victims, signal.SIGKILL, 5)
 
     def _mapped(self, node: Node, text: str) -> str:
         for bind in node.binds:
@@ -269,8 +273,8 @@ def _env_file(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
     pairs = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             pairs[key.strip()] = value.strip()
@@ -288,11 +292,3 @@ def _is_bgp(pid: int) -> bool:
         return False
     return "exabgp" in cmdline or "announcer run" in cmdline
 
-
-def wait_quiet(seconds: float) -> None:
-    """A measurement window (not synchronisation): let traffic run for this long."""
-    time.sleep(seconds)
-
-
-def quote(argv: list[str]) -> str:
-    return shlex.join(argv)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from announcer.lab import rehash, stats
+from announcer.lab import stats
 from announcer.lab.instances import InstanceFile, parse_instances
 from announcer.lab.namespaces import LabError, poll
 from announcer.lab.topology import Topology
@@ -95,7 +95,7 @@ def expected_paths(svc: Service, topo: Topology) -> dict[str, int]:
                 for leaf in leaves}  # fmt: skip
     serving = sum(1 for c in per_leaf.values() if c)
     want = {leaf: (count or len(spines)) for leaf, count in per_leaf.items()}
-    want.update({spine: serving for spine in spines})
+    want.update(dict.fromkeys(spines, serving))
     return want
 
 
@@ -232,7 +232,9 @@ def hashing(lab: Lab, svc: Service, udp: int = 1200, tcp: int = 1200, packets: i
         "pass": sticky == 1.0 and answered >= 0.99 and deviation <= 0.07,
         "flows": len(answers), "packets_per_flow": packets, "answered_fraction": round(answered, 4),
         "shares": {k: round(v, 4) for k, v in share.items()},
-        "shares_by_protocol": {p: {k: round(v, 4) for k, v in s.items()} for p, s in by_proto.items()},
+        "shares_by_protocol": {
+            p: {k: round(v, 4) for k, v in s.items()} for p, s in by_proto.items()
+        },
         "sticky_fraction": sticky, "max_deviation": round(deviation, 4),
         "chi_square": round(chi2, 3), "chi_square_p": round(p_value, 4),
     }  # fmt: skip
