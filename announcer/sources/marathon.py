@@ -262,9 +262,12 @@ class MarathonSource:
             if relist:
                 await self._relist(client, emit, clock)
                 next_relist = loop.time() + interval
-            elif not all([await self._reread(client, app, emit, clock) for app in apps]):
-                retry = min(interval, 10 * self._backoff[0])
-                next_relist = min(next_relist, loop.time() + retry)
+            else:
+                failed = [app for app in apps if not await self._reread(client, app, emit, clock)]
+                if failed:  # kept their last state; a re-list soon reads them again
+                    next_relist = min(
+                        next_relist, loop.time() + min(interval, 10 * self._backoff[0])
+                    )
 
     def _react(
         self, batch: list[MarathonEvent | StreamEnded], emit: Emit, clock: Clock
@@ -359,6 +362,9 @@ async def _read_stream(
         events.put_nowait(StreamEnded("event stream closed by Marathon"))
     except (httpx.HTTPError, SSEError) as exc:
         events.put_nowait(StreamEnded(f"event stream broke: {_describe(exc)}"))
+    except Exception as exc:  # never leave the follower waiting on a dead reader
+        log.exception("marathon_stream_reader_failed")
+        events.put_nowait(StreamEnded(f"event stream reader failed: {_describe(exc)}"))
 
 
 async def _check(response: httpx.Response, path: str) -> None:

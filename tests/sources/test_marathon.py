@@ -695,15 +695,17 @@ async def test_task_killed_is_stopping_before_the_reread_then_gone() -> None:
             lambda: server.count("/v2/apps/anycast/dns") >= 1, "re-read after TASK_KILLING"
         )
         after = server.timeline[mark:]
-        stopping = next(
+        stopping = [
             i
             for i, (k, v) in enumerate(after)
             if k == "emit" and isinstance(v, InstanceChanged) and v.instance.state is SP
-        )
-        reread = next(
+        ]
+        reread = [
             i for i, (k, v) in enumerate(after) if k == "request" and v == "/v2/apps/anycast/dns"
-        )
-        assert stopping < reread
+        ]
+        assert stopping, after
+        assert reread, after
+        assert stopping[0] < reread[0], after
 
         instance2 = T2.removesuffix("._app.1")
         server.send(
