@@ -47,7 +47,7 @@ test: system venv venv-exabgp4
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lab: system venv
-	$(PY) -m announcer.demo
+	$(PY) -m announcer.lab all labs/spine-leaf.clab.yml
 
 clean:
 	rm -rf $(VENV) $(EXABGP4_VENV) .pytest_cache .mypy_cache .ruff_cache
