@@ -21,6 +21,7 @@ from announcer.exabgp.commands import render
 from announcer.model import Prefix
 
 EX_USAGE = 64
+EX_UNAVAILABLE = 69
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -104,22 +105,80 @@ def _cmd_run(config: Config, path: str) -> int:
     return run(config, Path(path))
 
 
+COMMANDS = (
+    ("run", "run as ExaBGP's API process (stdin/stdout are ExaBGP's pipe)"),
+    ("plan", "read every source once; print each prefix with its decision and reason"),
+    ("check", "validate the configuration; exit 0, or 78 naming the problem"),
+    ("status", "ask the running announcer: every prefix, announced or not, and why"),
+    ("drain", "take prefixes (or --all) out of rotation without stopping anything"),
+    ("undrain", "put drained prefixes (or --all) back"),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="announcer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("run", "run as ExaBGP's API process (stdin/stdout are ExaBGP's pipe)"),
-        ("plan", "read the kernel once; print every prefix with its decision and reason"),
-        ("check", "validate the configuration; exit 0, or 78 naming the problem"),
-    ):
+    for name, text in COMMANDS:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
         cmd.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )
-        if name == "plan":
+        if name in ("plan", "status"):
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in ("drain", "undrain"):
+            cmd.add_argument("prefixes", nargs="*", help="host prefixes, e.g. 10.200.0.1/32")
+            cmd.add_argument("--all", action="store_true", help="every prefix")
+        if name == "drain":
+            cmd.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 90s, 10m, 2h")
+            cmd.add_argument("--mode", choices=["withdraw", "graceful"], help="default: config")
     return parser
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"duration {text!r} is not like 90s, 10m or 2h") from None
+    if not 0 < value <= 7 * 86400:
+        raise ValueError(f"duration {text!r} must be more than 0 and at most 7 days")
+    return value
+
+
+def _cmd_control(config: Config, args: argparse.Namespace) -> int:
+    from announcer.control import ControlError, request
+    from announcer.status import render_table
+
+    payload: dict[str, Any] = {"command": args.command}
+    if args.command in ("drain", "undrain"):
+        if bool(args.prefixes) == bool(args.all):
+            print("announcer: name prefixes or --all (not both)", file=sys.stderr)
+            return EX_USAGE
+        payload.update(prefixes=args.prefixes, all=args.all)
+    if args.command == "drain":
+        try:
+            payload["for_seconds"] = parse_duration(args.for_) if args.for_ else None
+        except ValueError as exc:
+            print(f"announcer: {exc}", file=sys.stderr)
+            return EX_USAGE
+        payload["mode"] = args.mode
+    try:
+        answer = request(Path(config.control.socket), payload)
+    except ControlError as exc:
+        print(f"announcer: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if not answer.get("ok"):
+        print(f"announcer: {answer.get('error', 'refused')}", file=sys.stderr)
+        return 1
+    if args.command == "status" and not args.json:
+        print(render_table(answer))
+    elif args.command == "status":
+        print(json.dumps(answer, indent=2))
+    elif answer.get("persist_error"):
+        print(f"announcer: done, but not persisted: {answer['persist_error']}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     if args.command == "plan":
         sys.exit(_cmd_plan(config, args.json))
+    if args.command in ("status", "drain", "undrain"):
+        sys.exit(_cmd_control(config, args))
     sys.exit(_cmd_run(config, args.config))
 
 

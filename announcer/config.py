@@ -222,6 +222,33 @@ class FilesConfig(_Strict):
     directory: str = "/etc/anycast-announcer/routes.d"
 
 
+class DampingConfig(_Strict):
+    enabled: bool = True
+    penalty: float = Field(1000.0, gt=0)
+    suppress: float = Field(2500.0, gt=0)
+    reuse: float = Field(750.0, gt=0)
+    half_life_seconds: float = Field(60.0, gt=0, le=86400)
+    max_suppress_seconds: float = Field(600.0, gt=0, le=86400)
+
+
+class DrainConfig(_Strict):
+    mode: Literal["withdraw", "graceful"] = "withdraw"
+    graceful_seconds: float = Field(30.0, ge=0, le=3600)
+    maintenance_file: str = "/etc/anycast-announcer/maintenance"
+    on_sigterm: bool = False
+    sigterm_wait_seconds: float = Field(5.0, ge=0, le=600)
+
+
+class ControlConfig(_Strict):
+    socket: str = "/run/anycast-announcer/control.sock"
+    state_directory: str = "/var/lib/anycast-announcer"
+
+
+class GuardConfig(_Strict):
+    max_withdraw_fraction: float = Field(0.5, gt=0, le=1)
+    min_withdraws: int = Field(10, ge=1)
+
+
 class Config(_Strict):
     exabgp: ExaBGPConfig = ExaBGPConfig()
     kernel: KernelConfig = KernelConfig()
@@ -230,6 +257,10 @@ class Config(_Strict):
     docker: DockerConfig = DockerConfig()
     marathon: MarathonConfig = MarathonConfig()
     files: FilesConfig = FilesConfig()
+    damping: DampingConfig = DampingConfig()
+    drain: DrainConfig = DrainConfig()
+    control: ControlConfig = ControlConfig()
+    guard: GuardConfig = GuardConfig()
 
 
 def _describe(error: Any, document: Any) -> str:

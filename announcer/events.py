@@ -184,4 +184,36 @@ class SourceLost:
 
 
 LifecycleEvent = InstanceChanged | InstanceRemoved | SourceListed | SourceLost
-Event = KernelEvent | LifecycleEvent
+
+
+# --- operator drain ------------------------------------------------------------------
+
+
+class DrainMode(StrEnum):
+    WITHDRAW = "withdraw"  # withdraw at once
+    GRACEFUL = "graceful"  # announce with GRACEFUL_SHUTDOWN (65535:0) first, then withdraw
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """An operator's drain of one prefix (``prefix`` None: every prefix)."""
+
+    prefix: Prefix | None
+    since: float
+    until: float | None = None  # None: until undrained
+    mode: DrainMode = DrainMode.WITHDRAW
+    graceful_seconds: float = 0.0
+    origin: str = "control"  # control socket, maintenance_file, sigterm
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class DrainsSet:
+    """The complete set of drains in force (level, not edges)."""
+
+    drains: tuple[Drain, ...]
+
+
+Event = KernelEvent | LifecycleEvent | DrainsSet

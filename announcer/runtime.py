@@ -25,10 +25,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from announcer.config import Config, ConfigError, load_config, to_policy
-from announcer.core.plan import Announce, AnnouncedTable, Command, diff
+from announcer.control import ControlServer
+from announcer.core.damping import Damper, DampingParams
+from announcer.core.plan import Announce, AnnouncedTable, Command, Withdraw, diff
 from announcer.core.policy import Decision, decide, desired, next_change
 from announcer.core.world import SourceStatus, World
+from announcer.drains import DrainRequestError, DrainStore, parse_prefixes
 from announcer.events import (
+    Drain,
+    DrainMode,
+    DrainsSet,
     KernelEvent,
     KernelSnapshot,
     LifecycleEvent,
@@ -51,6 +57,7 @@ from announcer.model import Prefix
 from announcer.sources.files import FilesSource, watch
 from announcer.sources.kernel import NetlinkSubscription, Overrun, dump_kernel
 from announcer.sources.lifecycle import LifecycleSource
+from announcer.status import status_report
 
 log = logging.getLogger("announcer")
 
@@ -109,6 +116,13 @@ class Announcer:
         self.sources = build_sources(config) if sources is None else sources
         self._started_at = time.monotonic()
         self._deadline_handle: asyncio.TimerHandle | None = None
+        self.damper = Damper(damping_params(config))
+        self.drains = DrainStore(
+            Path(config.control.state_directory), Path(config.drain.maintenance_file)
+        )
+        self.control = ControlServer(Path(config.control.socket), self.handle_control)
+        self.decided_at: dict[Prefix, float] = {}
+        self.held_withdraws = 0
         self.world = World()
         self.table = AnnouncedTable()
         self.decisions: dict[Prefix, Decision] = {}
@@ -128,8 +142,8 @@ class Announcer:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop, 0, f"signal_{sig.name}")
+        loop.add_signal_handler(signal.SIGINT, self.stop, 0, "signal_SIGINT")
+        loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         self.channel.start(loop)
         try:
             await self._start()
@@ -139,7 +153,7 @@ class Announcer:
         resync_every = self.config.kernel.resync_interval_seconds
         tasks = [
             asyncio.create_task(self._every(resync_every, self.resync)),
-            asyncio.create_task(self._every(1.0, self._check_channel)),
+            asyncio.create_task(self._every(1.0, self._tick)),
         ]
         for source in self.sources:
             tasks.append(asyncio.create_task(self._run_source(source)))
@@ -155,6 +169,7 @@ class Announcer:
             if self._subscription is not None:
                 loop.remove_reader(self._subscription.fileno())
                 self._subscription.close()
+            await self.control.close()
             self.channel.close()
 
     def stop(self, code: int, reason: str) -> None:
@@ -165,6 +180,13 @@ class Announcer:
     async def _start(self) -> None:
         for source in self.sources:  # known before the first reconcile: wait for its listing
             self.world.sources.setdefault(source.name, SourceStatus())
+        self.drains.load()
+        self.drains.poll_maintenance(self._drain_mode(), self.config.drain.graceful_seconds)
+        self.world.apply(DrainsSet(self.drains.current()))
+        try:
+            await self.control.start()
+        except OSError as exc:  # no control socket is no reason to stop announcing
+            log.error("control_socket_failed path=%s error=%s", self.control.path, exc)
         timeout = self.config.exabgp.startup_timeout_seconds
         reply = await self._ask(VERSION, timeout)
         version = " ".join(reply.lines)
@@ -330,10 +352,16 @@ class Announcer:
             return
         started = time.perf_counter()
         now = time.monotonic()
-        self.decisions = decide(self.world, self.policy, self.table.entries.keys(), now)
-        self._schedule_deadline(next_change(self.world, self.policy, now), now)
+        decisions = decide(self.world, self.policy, self.table.entries.keys(), now)
+        decisions = self.damper.apply(decisions, now)
+        self._track_changes(decisions, now)
+        self.decisions = decisions
+        deadlines = [
+            t for t in (next_change(self.world, self.policy, now), self.damper.next_reuse(now)) if t
+        ]
+        self._schedule_deadline(min(deadlines, default=None), now)
         want = desired(self.decisions.values(), self.policy)
-        commands = diff(want, self.table.entries, may_withdraw=True)
+        commands = self._guard(diff(want, self.table.entries, may_withdraw=True))
         for command in commands:
             self._send(command, quiet=len(commands) > LOG_EACH_COMMAND_UP_TO)
         if len(commands) > LOG_EACH_COMMAND_UP_TO:
@@ -347,6 +375,37 @@ class Announcer:
         self.stats.reconciles += 1
         self.stats.commands += len(commands)
         self.stats.last_reconcile_seconds = time.perf_counter() - started
+
+    def _track_changes(self, decisions: dict[Prefix, Decision], now: float) -> None:
+        for prefix, decision in decisions.items():
+            before = self.decisions.get(prefix)
+            if before is None or (before.announce, before.reason) != (
+                decision.announce,
+                decision.reason,
+            ):
+                self.decided_at[prefix] = now
+        for prefix in self.decided_at.keys() - decisions.keys():
+            del self.decided_at[prefix]
+
+    def _guard(self, commands: list[Command]) -> list[Command]:
+        """Hold a mass withdraw while a lifecycle source is silent: our blindness is not
+        a reason to take traffic away (withdraws resume when the source is back)."""
+        lost = [
+            name for name, status in self.world.sources.items() if status.lost_since is not None
+        ]
+        withdraws = sum(isinstance(c, Withdraw) for c in commands)
+        limit = max(
+            self.config.guard.min_withdraws,
+            self.config.guard.max_withdraw_fraction * len(self.table.entries),
+        )
+        if not lost or withdraws <= limit:
+            return commands
+        self.held_withdraws = withdraws
+        log.error(
+            "mass_withdraw_held withdraws=%d announced=%d sources_lost=%s",
+            withdraws, len(self.table.entries), ",".join(lost),
+        )  # fmt: skip
+        return [c for c in commands if not isinstance(c, Withdraw)]
 
     def _schedule_deadline(self, when: float | None, now: float) -> None:
         """Reconcile again when a drain ends or a lost source turns stale."""
@@ -378,6 +437,19 @@ class Announcer:
         self.schedule_reconcile(self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 
+    def _tick(self) -> None:
+        self._check_channel()
+        changed = self.drains.poll_maintenance(
+            self._drain_mode(), self.config.drain.graceful_seconds
+        )
+        current = self.drains.current()
+        if changed or set(current) != set(self.world.drains.values()):
+            self.world.apply(DrainsSet(current))
+            self.schedule_reconcile()
+
+    def _drain_mode(self) -> DrainMode:
+        return DrainMode(self.config.drain.mode)
+
     def _check_channel(self) -> None:
         stalled = self.channel.stalled_for()
         if stalled > self.config.exabgp.ack_timeout_seconds:
@@ -388,6 +460,87 @@ class Announcer:
             )
             # Exit: ExaBGP respawns us and the new process starts from its adj-rib-out.
             self.stop(1, "exabgp_not_acknowledging")
+
+    # --- control socket, drain, SIGTERM ---
+
+    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        try:
+            if command == "status":
+                return {"ok": True, **self.status()}
+            if command in ("drain", "undrain"):
+                return self._drain_request(command, request)
+        except (DrainRequestError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"unknown command {quote(str(command))}"}
+
+    def _drain_request(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
+        everything = bool(request.get("all"))
+        prefixes = None if everything else parse_prefixes(request.get("prefixes") or [])
+        if not everything and not prefixes:
+            raise DrainRequestError("name prefixes or all")
+        if command == "drain":
+            for_seconds = request.get("for_seconds")
+            mode = DrainMode(request.get("mode") or self.config.drain.mode)
+            self.drains.drain(
+                prefixes, float(for_seconds) if for_seconds else None, mode,
+                self.config.drain.graceful_seconds,
+            )  # fmt: skip
+        else:
+            self.drains.undrain(prefixes)
+        self.world.apply(DrainsSet(self.drains.current()))
+        log.info(
+            "%s prefixes=%s", command, "all" if prefixes is None else ",".join(map(str, prefixes))
+        )
+        self.reconcile()
+        return {
+            "ok": True,
+            "persisted": self.drains.persist_error is None,
+            "persist_error": self.drains.persist_error,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return status_report(
+            self.world,
+            self.decisions,
+            self.table,
+            self.decided_at,
+            time.monotonic(),
+            {
+                "reconciles": self.stats.reconciles,
+                "commands": self.stats.commands,
+                "failures": self.stats.failures,
+                "resyncs": self.stats.resyncs,
+                "overruns": self.stats.overruns,
+                "damped_suppressions": self.damper.suppressions,
+                "in_flight": self.channel.in_flight,
+                "held_withdraws": self.held_withdraws,
+                "persist_error": self.drains.persist_error,
+                "neighbors": dict(self.stats.neighbors),
+            },
+        )
+
+    def _on_sigterm(self) -> None:
+        if not self.config.drain.on_sigterm or self._stopped is None or self._stopped.done():
+            self.stop(0, "signal_SIGTERM")
+            return
+        self._spawn(self._drain_and_stop())
+
+    async def _drain_and_stop(self) -> None:
+        """drain.on_sigterm: take every route out of rotation, wait for ExaBGP, then exit."""
+        mode = self._drain_mode()
+        graceful = self.config.drain.graceful_seconds if mode is DrainMode.GRACEFUL else 0.0
+        now = time.monotonic()
+        self.world.apply(DrainsSet((Drain(None, now, None, mode, graceful, "sigterm"),)))
+        log.info("sigterm_drain mode=%s graceful_seconds=%g", mode.value, graceful)
+        self.reconcile()
+        if graceful:
+            await asyncio.sleep(graceful)  # peers move traffic off while we still announce
+            self.reconcile()
+        deadline = time.monotonic() + self.config.drain.sigterm_wait_seconds
+        while self.channel.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.stop(0, "signal_SIGTERM_drained")
 
     # --- lifecycle sources and configuration ---
 
@@ -469,7 +622,14 @@ class Announcer:
 
 
 # Sections whose change needs a restart; the rest (policy, exabgp, lifecycle) apply live.
-RESTART_SECTIONS = ("kernel", "docker", "marathon", "files")
+RESTART_SECTIONS = ("kernel", "docker", "marathon", "files", "control", "damping")
+
+
+def damping_params(config: Config) -> DampingParams:
+    d = config.damping
+    return DampingParams(
+        d.enabled, d.penalty, d.suppress, d.reuse, d.half_life_seconds, d.max_suppress_seconds
+    )
 
 
 def build_sources(config: Config) -> list[LifecycleSource]:

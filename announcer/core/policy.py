@@ -8,7 +8,7 @@ Every prefix the world mentions gets a :class:`Decision` with a stable reason wo
 from __future__ import annotations
 
 from collections.abc import Iterable, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network
 
@@ -16,6 +16,8 @@ from announcer.core.world import World
 from announcer.events import (
     RT_TABLE_LOCAL,
     RTN_UNICAST,
+    Drain,
+    DrainMode,
     Instance,
     InstanceState,
     KernelAddress,
@@ -23,6 +25,7 @@ from announcer.events import (
 )
 from announcer.labels import ServiceSpec
 from announcer.model import (
+    GRACEFUL_SHUTDOWN,
     NO_ATTRIBUTES,
     Announcement,
     Attributes,
@@ -107,6 +110,7 @@ class Decision:
     reason: str
     sources: tuple[str, ...] = ()
     spec: ServiceSpec | None = None  # labels of the serving instance that gives attributes
+    graceful_shutdown: bool = False  # draining gracefully: add GRACEFUL_SHUTDOWN (65535:0)
 
 
 def is_martian(prefix: Prefix) -> bool:
@@ -294,11 +298,26 @@ def decide(
     # Over max_routes: keep what is already announced, then the lowest prefixes.
     candidates.sort(key=lambda c: (c[0] not in announced, _sort_key(c[0])))
     for position, (prefix, reason, sources, spec) in enumerate(candidates):
-        if position < policy.max_routes:
-            decisions[prefix] = Decision(prefix, True, reason, sources, spec)
-        else:
+        if position >= policy.max_routes:
             decisions[prefix] = Decision(prefix, False, "max_routes_exceeded", sources, spec)
+            continue
+        drain = active_drain(world, prefix, now)
+        if drain is None:
+            decisions[prefix] = Decision(prefix, True, reason, sources, spec)
+        elif drain.mode is DrainMode.GRACEFUL and now < drain.since + drain.graceful_seconds:
+            decisions[prefix] = Decision(prefix, True, "draining", sources, spec, True)
+        else:
+            decisions[prefix] = Decision(prefix, False, "drained", sources, spec)
     return decisions
+
+
+def active_drain(world: World, prefix: Prefix, now: float) -> Drain | None:
+    """The drain in force for a prefix (its own, else the drain of everything)."""
+    for key in (prefix, None):
+        drain = world.drains.get(key)
+        if drain is not None and drain.active(now):
+            return drain
+    return None
 
 
 def next_change(world: World, policy: Policy, now: float) -> float | None:
@@ -312,6 +331,9 @@ def next_change(world: World, policy: Policy, now: float) -> float | None:
     for status in world.sources.values():
         if status.lost_since is not None and status.lost_since + policy.stale_after > now:
             times.append(status.lost_since + policy.stale_after)
+    for drain in world.drains.values():
+        ends = (drain.until, drain.since + drain.graceful_seconds)
+        times.extend(t for t in ends if t is not None and t > now)
     return min(times, default=None)
 
 
@@ -345,7 +367,10 @@ def desired(decisions: Iterable[Decision], policy: Policy) -> dict[Prefix, Annou
             next_hop = "self"
         spec = decision.spec
         neighbors = spec.neighbors if spec is not None and spec.neighbors else policy.neighbors
-        result[decision.prefix] = Announcement(
-            decision.prefix, next_hop, attributes_for(policy, spec), neighbors
-        )
+        attributes = attributes_for(policy, spec)
+        if decision.graceful_shutdown:
+            attributes = replace(
+                attributes, communities=(*attributes.communities, GRACEFUL_SHUTDOWN)
+            )
+        result[decision.prefix] = Announcement(decision.prefix, next_hop, attributes, neighbors)
     return result

@@ -12,6 +12,8 @@ from typing import assert_never
 from announcer.events import (
     AddressAdded,
     AddressRemoved,
+    Drain,
+    DrainsSet,
     Event,
     Instance,
     InstanceChanged,
@@ -28,6 +30,7 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
+from announcer.model import Prefix
 
 AddressKey = tuple[int, object, int]
 InstanceKey = tuple[str, str]
@@ -50,6 +53,7 @@ class World:
     kernel_synced: bool = False
     instances: dict[InstanceKey, Instance] = field(default_factory=dict)
     sources: dict[str, SourceStatus] = field(default_factory=dict)
+    drains: dict[Prefix | None, Drain] = field(default_factory=dict)  # None: all prefixes
 
     def apply(self, event: Event) -> None:
         match event:
@@ -80,6 +84,8 @@ class World:
                 self.instances = {k: i for k, i in self.instances.items() if k[0] != source}
                 self.instances.update((i.key, i) for i in instances)
                 self.sources[source] = SourceStatus(synced=True)
+            case DrainsSet(drains):
+                self.drains = {drain.prefix: drain for drain in drains}
             case SourceLost(source, since, reason):
                 status = self.sources.setdefault(source, SourceStatus())
                 if status.lost_since is None:

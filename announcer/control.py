@@ -1,0 +1,118 @@
+"""The control socket: ``announcer status|drain|undrain`` talk to the running daemon.
+
+A unix stream socket, mode 0600, that answers only peers whose uid is 0 (SO_PEERCRED).
+One JSON object per line in, one JSON object per line out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ControlError(Exception):
+    """The daemon could not be reached or refused the request."""
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class ControlServer:
+    def __init__(self, path: Path, handler: Handler, allowed_uids: frozenset[int] = frozenset({0})):
+        self.path = path
+        self.handler = handler
+        self.allowed_uids = allowed_uids
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old = os.umask(0o177)  # the socket is created 0600
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            uid = peer_uid(sock)
+            if uid not in self.allowed_uids:
+                log.warning("control_refused uid=%d", uid)
+                await self._reply(writer, {"ok": False, "error": "permission denied: root only"})
+                return
+            line = await reader.readline()
+            if len(line) > MAX_REQUEST_BYTES:
+                await self._reply(writer, {"ok": False, "error": "request too large"})
+                return
+            request = _object(line)
+            if request is None:
+                await self._reply(writer, {"ok": False, "error": "request is not a JSON object"})
+                return
+            await self._reply(writer, self.handler(request))
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            log.warning("control_request_failed error=%s", exc)
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+        writer.write(json.dumps(payload).encode() + b"\n")
+        await writer.drain()
+
+
+def _object(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def request(path: Path, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request to the running daemon and return its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            raise ControlError(f"cannot talk to the announcer at {path}: {exc}") from None
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise ControlError(f"the announcer at {path} answered garbage: {data[:200]!r}") from None
+    if not isinstance(answer, dict):
+        raise ControlError(f"the announcer at {path} answered {answer!r}")
+    return answer
