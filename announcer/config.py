@@ -215,6 +215,7 @@ class MarathonConfig(_Strict):
     verify_tls: bool = True
     relist_interval_seconds: float = Field(60.0, gt=0, le=86400)
     timeout_seconds: float = Field(10.0, gt=0, le=600)
+    label_selector: str | None = Field(None, pattern=r"^[\x21-\x7e][\x20-\x7e]{0,255}$")
 
 
 class FilesConfig(_Strict):

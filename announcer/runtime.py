@@ -643,7 +643,9 @@ def build_sources(config: Config) -> list[LifecycleSource]:
     if config.marathon.enabled:
         from announcer.sources.marathon import MarathonSource
 
-        sources.append(MarathonSource(config.marathon))
+        sources.append(
+            MarathonSource(config.marathon, label_selector=config.marathon.label_selector)
+        )
     return sources
 
 
