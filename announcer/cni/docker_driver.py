@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import http.client
 import json
 import logging
-import os
 import signal
 import socket
 import socketserver
@@ -37,16 +35,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from announcer.cni import attachments, wiring
+from announcer.cni.driver_state import (
+    DEFAULT_DOCKER_HOST,
+    DockerUnavailable,
+    DockerView,
+    StateFile,
+)
 from announcer.cni.libnetwork import (
     ALIAS_NET_PREFIX,
     CONTAINER_IF_PREFIX,
@@ -66,79 +69,7 @@ log = logging.getLogger("announcer.docker_driver")
 
 DEFAULT_SOCKET = Path("/run/docker/plugins/announcer-routed.sock")
 DEFAULT_STATE_DIR = Path("/var/lib/anycast-announcer/docker-driver")
-DEFAULT_DOCKER_HOST = "unix:///run/docker.sock"
 EX_USAGE, EX_CONFIG = 64, 78  # sysexits.h, as cli.py
-
-
-class DockerUnavailable(Exception):
-    """dockerd could not be asked which endpoints exist."""
-
-
-class StateFile:
-    """endpoint id -> Endpoint, as JSON, replaced atomically on every change."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Endpoint]:
-        try:
-            doc = json.loads(self.path.read_text())
-            return {k: Endpoint.from_json(v) for k, v in doc["endpoints"].items()}
-        except FileNotFoundError:
-            return {}
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("state_unreadable path=%s error=%s", self.path, e)
-            return {}
-
-    def save(self, endpoints: Mapping[str, Endpoint]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        doc = {"endpoints": {k: asdict(v) for k, v in endpoints.items()}}
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-@dataclass
-class DockerView:
-    """Asks dockerd (Engine API over its unix socket) which endpoints a network has."""
-
-    host: str = DEFAULT_DOCKER_HOST
-    timeout: float = 5.0
-
-    def endpoints(self, network_ids: Iterable[str]) -> dict[str, set[str]]:
-        """network id -> its endpoint ids (empty for a network Docker no longer has)."""
-        return {net: self._network_endpoints(net) for net in set(network_ids)}
-
-    def _network_endpoints(self, network_id: str) -> set[str]:
-        if not self.host.startswith("unix://"):
-            raise DockerUnavailable(f"--docker-host {self.host}: only unix:// is supported")
-        conn = _UnixHTTPConnection(self.host.removeprefix("unix://"), self.timeout)
-        try:
-            conn.request("GET", f"/networks/{quote(network_id, safe='')}")
-            resp = conn.getresponse()
-            body = resp.read()
-        except OSError as e:
-            raise DockerUnavailable(f"{self.host}: {e}") from e
-        finally:
-            conn.close()
-        if resp.status == 404:
-            return set()
-        if resp.status != 200:
-            raise DockerUnavailable(f"{self.host}: GET /networks/{network_id}: {resp.status}")
-        containers = json.loads(body).get("Containers") or {}
-        return {str(c.get("EndpointID")) for c in containers.values()}
 
 
 @dataclass
@@ -169,6 +100,9 @@ class RoutedDriver:
             return 200, {"Err": str(e)}
         except (KeyError, TypeError, ValueError) as e:
             return 400, {"Err": f"{method}: malformed request ({type(e).__name__}: {e})"}
+        except Exception as e:  # netlink/OS failure or a bug: dockerd still gets a reply
+            log.exception("request_failed method=%s", method)
+            return 500, {"Err": f"{method}: {type(e).__name__}: {e}"}
 
     def _methods(self) -> dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]]:
         return {
@@ -205,7 +139,7 @@ class RoutedDriver:
             primary, extra = wiring.validate_ips(
                 parse_interface(body), parse_extra_ips(body.get("Options") or {})
             )
-            self._ensure_unused(primary + extra)
+            self._ensure_unused(ep_id, primary + extra)
         except WiringError as e:
             raise DriverError(str(e)) from None
         endpoint = Endpoint(net_id, ep_id, tuple(map(str, primary)), tuple(map(str, extra)))
@@ -216,9 +150,11 @@ class RoutedDriver:
                  ",".join(endpoint.ips), ",".join(endpoint.extra_ips) or "-")  # fmt: skip
         return {"Interface": {"MacAddress": wiring.container_mac(primary + extra)}}
 
-    def _ensure_unused(self, ips: tuple[IPAddress, ...]) -> None:
+    def _ensure_unused(self, ep_id: str, ips: tuple[IPAddress, ...]) -> None:
         """AddressInUse if another endpoint of ours has an IP, or the host routes it."""
         for other in self.endpoints.values():
+            if other.endpoint_id == ep_id:
+                continue  # dockerd retrying a CreateEndpoint
             for text in other.ips + other.extra_ips:
                 ip = wiring.parse_ip(text)
                 if ip in ips:
@@ -251,10 +187,11 @@ class RoutedDriver:
         if endpoint.extra_ips:
             args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout)
             threading.Thread(target=_place_extra_ips, args=args, daemon=True).start()
+        first = not any(e.sandbox == sandbox for e in self.endpoints.values() if sandbox)
         self.endpoints[ep_id] = replace(endpoint, sandbox=sandbox)
         self.state.save(self.endpoints)
-        log.info("endpoint_joined endpoint=%s host_veth=%s", ep_id[:12], host)
-        return render_join(endpoint)
+        log.info("endpoint_joined endpoint=%s host_veth=%s gateway=%s", ep_id[:12], host, first)
+        return render_join(endpoint, gateway=first)
 
     def leave(self, body: Mapping[str, Any]) -> dict[str, Any]:
         ep_id = str(body["EndpointID"])

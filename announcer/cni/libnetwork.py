@@ -86,10 +86,16 @@ def parse_interface(body: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     return ips
 
 
-def render_join(endpoint: Endpoint) -> dict[str, Any]:
-    """The Join reply: the peer to move, a link route to the host end, default via it."""
+def render_join(endpoint: Endpoint, *, gateway: bool = True) -> dict[str, Any]:
+    """The Join reply: the peer to move, a link route to the host end, default via it.
+
+    gateway=False (the sandbox already has an endpoint of ours, hence those routes):
+    no static routes, they would collide and fail the join (EEXIST).
+    """
     versions = {wiring.parse_ip(ip).version for ip in endpoint.ips + endpoint.extra_ips}
     routes: list[dict[str, Any]] = []
+    if not gateway:
+        versions = set()
     if 4 in versions:
         gw4 = str(wiring.HOST_GATEWAY_V4)
         routes += [{"Destination": f"{gw4}/32", "RouteType": 1},
