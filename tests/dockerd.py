@@ -86,7 +86,8 @@ class Dockerd:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "dockerd.log"
+        """Beside workdir, so that it outlives it (pytest keeps the last runs' tmp dirs)."""
+        return self.workdir.with_name(self.workdir.name + ".dockerd.log")
 
     def cli(
         self, *args: str, check: bool = True, timeout: float = 60

@@ -266,3 +266,46 @@ def test_restart_adopts_running_endpoints_and_removes_orphans(host: Host, tmp_pa
     assert host.host_routes() == {}
     assert v1 not in links(host.ns)
     sh(host.ns, "ip", "link", "del", "vethrforeign")
+
+
+def test_connect_with_driver_opt_and_disconnect(host: Host) -> None:
+    """`docker network connect --driver-opt`: extras arrive, and leave again on disconnect."""
+    docker = host.docker
+    other = f"{host.network}-b"
+    docker.cli("network", "create", "-d", host.driver.name, "--subnet", "10.32.0.0/24", other)
+    docker.cli("run", "-d", "--name", "k1", "--network", other, "--ip", "10.32.0.5",
+               docker.image, "sleep", "600")  # fmt: skip
+    first = host.host_routes()
+    docker.cli("network", "connect", "--ip", "10.30.0.9", "--driver-opt",
+               "anycast.ips=10.9.9.10;10.9.9.11", host.network, "k1")  # fmt: skip
+    veth = host.veth("k1")
+    assert host.host_routes() == {**first, "10.30.0.9": veth, "10.9.9.10": veth, "10.9.9.11": veth}
+    poll(lambda: "10.9.9.11/32" in docker.cli("exec", "k1", "ip", "addr", "show", "lo").stdout,
+         10, "anycast IPs on k1's lo")  # fmt: skip
+
+    docker.cli("network", "disconnect", host.network, "k1")
+    assert host.host_routes() == first
+    assert veth not in links(host.ns)
+    lo = docker.cli("exec", "k1", "ip", "addr", "show", "lo").stdout
+    assert "10.9.9.10" not in lo
+    assert "10.9.9.11" not in lo
+    docker.cli("rm", "-f", "k1")
+    docker.cli("network", "rm", other)
+    assert host.host_routes() == {}
+
+
+def test_harness_restarts_dockerd(tmp_path: Path) -> None:
+    """tests/dockerd.py: restart keeps the image; everything it started goes at the end."""
+    reason = dockerd_harness.missing()
+    if reason:
+        pytest.skip(reason)
+    with netns("dockh") as ns:
+        with dockerd(ns, tmp_path / "d") as docker:
+            first = docker.pid
+            docker.restart()
+            assert docker.pid != first
+            assert (
+                docker.image in docker.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+            )
+        assert not (tmp_path / "d").exists()
+        assert sh(None, "ip", "netns", "pids", ns).stdout.split() == []
