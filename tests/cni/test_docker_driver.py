@@ -309,3 +309,18 @@ def test_harness_restarts_dockerd(tmp_path: Path) -> None:
             )
         assert not (tmp_path / "d").exists()
         assert sh(None, "ip", "netns", "pids", ns).stdout.split() == []
+
+
+def test_nothing_deleted_while_dockerd_cannot_be_asked(host: Host, tmp_path: Path) -> None:
+    """A driver that cannot reach dockerd keeps every veth, orphan or not, and says why."""
+    _orphan(host.ns, "vethrorphan3", "f" * 64, "c" * 64, "10.30.9.3")
+    blind = Driver(host.ns, f"unix://{tmp_path}/no-dockerd.sock", tmp_path)
+    blind.start()
+    try:
+        poll(lambda: blind.log().count("resync_deferred") >= 2, 10, "two deferred resyncs")
+        assert "vethrorphan3" in links(host.ns)
+        assert host.host_routes()["10.30.9.3"] == "vethrorphan3"
+    finally:
+        blind.stop()
+        blind.socket.unlink(missing_ok=True)
+        sh(host.ns, "ip", "link", "del", "vethrorphan3")
