@@ -60,7 +60,7 @@ def graceful_removal(lab: Lab, svc: Service, instance: str) -> dict[str, Any]:
     end = max(t for t, _, _ in packets)
     loss = stats.outage(packets, t0)
     tail_lost = sum(1 for t, _, i in packets if i is None and t > end - 1.0)
-    hand = rehash.compare(lambda argv, stdin: _run_in(lab, leaf, argv, stdin))
+    hand = rehash.compare(lambda argv, stdin: _run_in(lab, svc.client, argv, stdin))
     return {
         "pass": tail_lost == 0 and fib_ms < 5000,
         "instance": instance, "server": server,

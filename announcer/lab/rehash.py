@@ -4,8 +4,10 @@ FRR 8.4 programs BGP multipath as plain (hash-threshold) nexthop groups; resilie
 (Linux >= 5.13) are not available to it. Here, inside one lab namespace, a throwaway veth
 carries 4 next hops; the same test prefix is routed through a hash-threshold group and then a
 resilient group, and the kernel is asked (``ip route get ... ipproto udp sport N``) which next
-hop each of N flows takes, before and after one member is removed. Everything made here is
-deleted afterwards; it lives only in the lab namespace.
+hop each of N flows takes, before and after one member is removed. It runs in the client's
+namespace: no routing daemon there to react to the kernel nexthop objects (zebra in a router
+namespace picks them up and skews the result), with the routers' hash settings. Everything
+made here is deleted afterwards; it lives only in the lab namespace.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from announcer.lab.stats import moved_fraction
 TEST_PREFIX = "10.254.100.1"
 GATEWAYS = [f"10.254.0.{i}" for i in range(1, 5)]
 DEV = "aalhash0"
-BASE_ID = 990000  # far above the nexthop ids zebra allocates in the same namespace
-GROUP_ID = str(BASE_ID + 100)
+BASE_ID = 990000  # far above any nexthop id a routing daemon would allocate
 
 Runner = Callable[[list[str], str | None], str]  # (argv, stdin) -> stdout, run in the namespace
 
@@ -37,19 +38,24 @@ def _route_get_all(run: Runner, flows: int) -> dict[int, str]:
     return chosen
 
 
-def _measure(run: Runner, group: list[str], flows: int, remove: int) -> float:
-    run(["ip", "nexthop", "replace", "id", GROUP_ID, *group], None)
-    run(["ip", "route", "replace", f"{TEST_PREFIX}/32", "nhid", GROUP_ID], None)
+def _measure(run: Runner, group: list[str], flows: int, remove: int, group_id: str) -> float:
+    """Fresh group `group_id` with 4 members; map flows; remove one member; map again."""
+    run(["ip", "nexthop", "add", "id", group_id, *group], None)
+    run(["ip", "route", "replace", f"{TEST_PREFIX}/32", "nhid", group_id], None)
     before = _route_get_all(run, flows)
     members = "/".join(str(BASE_ID + i) for i in range(1, 5) if i != remove)
-    run(["ip", "nexthop", "replace", "id", GROUP_ID, "group", members, *group[2:]], None)
+    run(["ip", "nexthop", "replace", "id", group_id, "group", members, *group[2:]], None)
     after = _route_get_all(run, flows)
     run(["ip", "route", "del", f"{TEST_PREFIX}/32"], None)
-    run(["ip", "nexthop", "del", "id", GROUP_ID], None)
+    run(["ip", "nexthop", "del", "id", group_id], None)
     return moved_fraction(before, after, {GATEWAYS[remove - 1]})
 
 
+HASH_SYSCTLS = ["net.ipv4.fib_multipath_hash_policy=3", "net.ipv4.fib_multipath_hash_fields=0x0037"]
+
+
 def compare(run: Runner, flows: int = 2000) -> dict[str, Any]:
+    run(["sysctl", "-q", "-w", *HASH_SYSCTLS], None)
     run(["ip", "link", "add", DEV, "type", "veth", "peer", "name", DEV + "p"], None)
     try:
         run(["ip", "link", "set", DEV, "up"], None)
@@ -60,9 +66,12 @@ def compare(run: Runner, flows: int = 2000) -> dict[str, Any]:
         plain = ["group", "/".join(str(BASE_ID + i) for i in range(1, 5))]
         resilient = [*plain, "type", "resilient", "buckets", "128", "idle_timer", "0"]
         result: dict[str, Any] = {"flows": flows, "paths": 4, "ideal_moved_surviving": 0.0}
-        for name, group in (("hash_threshold", plain), ("resilient", resilient)):
+        for k, (name, group) in enumerate((("hash_threshold", plain), ("resilient", resilient))):
             result[name] = {
-                f"remove_member_{m}": round(_measure(run, group, flows, m), 4) for m in (1, 2)
+                f"remove_member_{m}": round(
+                    _measure(run, group, flows, m, str(BASE_ID + 100 + 10 * k + m)), 4
+                )
+                for m in (1, 2)
             }
         return result
     finally:
