@@ -113,6 +113,7 @@ class ExaBGPConfig(_Strict):
     local_as: int | None = Field(None, ge=1, le=0xFFFFFFFF)  # needed for as-path prepends
     ack_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     startup_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    watchdog_seconds: float = Field(30.0, ge=0, le=3600)  # 0: no self-watchdog
 
 
 class KernelConfig(_Strict):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -122,6 +124,8 @@ class Announcer:
         )
         self.control = ControlServer(Path(config.control.socket), self.handle_control)
         self.decided_at: dict[Prefix, float] = {}
+        self._heartbeat: int | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self.held_withdraws = 0
         self.world = World()
         self.table = AnnouncedTable()
@@ -171,6 +175,8 @@ class Announcer:
                 self._subscription.close()
             await self.control.close()
             self.channel.close()
+            if self._heartbeat is not None:
+                os.close(self._heartbeat)  # EOF: the watchdog exits quietly
 
     def stop(self, code: int, reason: str) -> None:
         if self._stopped is not None and not self._stopped.done():
@@ -189,6 +195,7 @@ class Announcer:
             log.error("control_socket_failed path=%s error=%s", self.control.path, exc)
         timeout = self.config.exabgp.startup_timeout_seconds
         reply = await self._ask(VERSION, timeout)
+        self._start_watchdog()
         version = " ".join(reply.lines)
         log.info("exabgp_connected version=%r", version)
         major = version.removeprefix("exabgp ").split(".", 1)[0]
@@ -437,7 +444,27 @@ class Announcer:
         self.schedule_reconcile(self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 
+    def _start_watchdog(self) -> None:
+        """A child that ends ExaBGP if our heartbeats stop (announcer/watchdog.py)."""
+        timeout = self.config.exabgp.watchdog_seconds
+        if not timeout:
+            return
+        read_end, self._heartbeat = os.pipe()
+        os.set_blocking(self._heartbeat, False)
+        argv = [sys.executable, "-m", "announcer.watchdog", "--target", str(os.getppid())]
+        self._watchdog = subprocess.Popen(
+            [*argv, "--timeout", str(timeout)], stdin=read_end, stdout=subprocess.DEVNULL
+        )
+        os.close(read_end)
+        log.info("watchdog_started pid=%d timeout=%gs", self._watchdog.pid, timeout)
+
+    def _beat(self) -> None:
+        if self._heartbeat is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self._heartbeat, b".")
+
     def _tick(self) -> None:
+        self._beat()
         self._check_channel()
         changed = self.drains.poll_maintenance(
             self._drain_mode(), self.config.drain.graceful_seconds

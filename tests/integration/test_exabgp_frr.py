@@ -9,6 +9,7 @@ withdrawn, with FRR's table equal to the host kernel's at the end of each phase.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,7 +61,7 @@ class Host:
         return self.link.host
 
     def announcer_pids(self) -> list[int]:
-        return [pid for pid in self.exabgp.helpers() if b"announcer" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return [pid for pid in self.exabgp.helpers() if b"announcer\0run" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
     def frr_v4(self) -> set[str]:
         routes = self.link.frr.vtysh_json("show bgp ipv4 unicast json").get("routes") or {}
@@ -203,3 +204,31 @@ def test_10k_burst_is_announced_then_withdrawn_exactly(host: Host, tmp_path: Pat
     figures["withdraw_seconds"] = round(time.monotonic() - started, 2)
     assert host.frr_v4() == set() == kernel_routes(host.ns) & set(prefixes)
     record("burst_10k", figures)
+
+
+def test_a_hung_announcer_makes_the_watchdog_end_exabgp_and_the_peer_drops_the_routes(tmp_path: Path) -> None:
+    config = tmp_path / "announcer.yaml"
+    config.write_text(CONFIG + "exabgp:\n  watchdog_seconds: 3\n")
+    with bgp_link(tmp_path) as link:
+        sh(link.host, "ip", "link", "add", "vethr1", "type", "veth", "peer", "name", "ctr1")
+        for dev in ("vethr1", "ctr1"):
+            sh(link.host, "ip", "link", "set", dev, "up")
+        sh(link.host, "ip", "route", "add", "10.0.7.1/32", "dev", "vethr1")
+        exabgp = ExaBGPProcess.start(link.host, tmp_path / "exabgp", exabgp_conf(config), env={"exabgp.api.terminate": "true"})
+        host = Host(link, exabgp)
+        try:
+            poll(lambda: "10.0.7.1/32" in host.frr_v4(), 60, "route announced")
+            [announcer] = host.announcer_pids()
+            os.kill(announcer, signal.SIGSTOP)
+            stopped = time.monotonic()
+            poll(lambda: not exabgp.alive(), 20, "the watchdog ended ExaBGP")
+            poll(lambda: "10.0.7.1/32" not in host.frr_v4(), 20, "FRR dropped the hung host's route")
+            gone = time.monotonic() - stopped
+            # ExaBGP 5 SIGKILLs its helpers 2 s after SIGTERM; else SIGCONT -> EOF -> exit
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(announcer, signal.SIGCONT)
+            poll(lambda: not pid_alive(announcer), 20, "the hung announcer is gone")
+            assert "watchdog_expired" in exabgp.log_text()
+            record("watchdog_hang", {"route_gone_after_sigstop_seconds": round(gone, 2), "watchdog_seconds": 3})
+        finally:
+            exabgp.stop()

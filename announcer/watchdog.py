@@ -1,0 +1,80 @@
+"""The self-watchdog: ends ExaBGP when the announcer stops making progress.
+
+A stopped or wedged announcer cannot withdraw anything, and ExaBGP keeps its routes
+announced forever. So the announcer starts this tiny process with a pipe on its stdin and
+writes a heartbeat byte every second from its event loop. If no heartbeat arrives for
+``--timeout`` seconds, the watchdog sends SIGTERM to ExaBGP (the announcer's parent):
+ExaBGP closes its sessions and the peers drop this host's routes (fail closed). When the
+announcer exits, the pipe reaches EOF and the watchdog exits quietly: ExaBGP's respawn
+handles a dead announcer.
+
+It only ever signals a process whose command line names exabgp.
+
+    python -m announcer.watchdog --target PID --timeout SECONDS   (heartbeats on stdin)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def is_exabgp(pid: int) -> bool:
+    """``exabgp ...``, ``/usr/sbin/exabgp ...``, ``python3 /path/exabgp ...`` or
+    ``python3 -m exabgp ...``: nothing else is ever signalled."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    argv = [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+    names = [Path(arg).name for arg in argv[:3]]
+    if names and names[0] == "exabgp":
+        return True
+    if len(names) > 1 and names[0].startswith("python"):
+        return names[1] == "exabgp" or argv[1:3] == ["-m", "exabgp"]
+    return False
+
+
+def watch(fd: int, target: int, timeout: float) -> str:
+    """Block until EOF (returns "announcer_exited") or expiry (returns what was done)."""
+    last = time.monotonic()
+    while True:
+        remaining = timeout - (time.monotonic() - last)
+        if remaining <= 0:
+            return expire(target, timeout)
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            if not os.read(fd, 4096):
+                return "announcer_exited"
+            last = time.monotonic()
+
+
+def expire(target: int, timeout: float) -> str:
+    if not is_exabgp(target):
+        action = f"none: parent {target} is not exabgp"
+    else:
+        try:
+            os.kill(target, signal.SIGTERM)
+            action = f"sigterm_exabgp pid={target}"
+        except OSError as exc:
+            action = f"none: {exc}"
+    print(f"watchdog_expired timeout={timeout:g}s action={action}", file=sys.stderr, flush=True)
+    return action
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="announcer.watchdog")
+    parser.add_argument("--target", type=int, required=True, help="ExaBGP's pid")
+    parser.add_argument("--timeout", type=float, required=True, help="seconds without heartbeat")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on a terminal is for the announcer
+    watch(sys.stdin.fileno(), args.target, args.timeout)
+
+
+if __name__ == "__main__":
+    main()
