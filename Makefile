@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and the lab run for real.
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
-	docker.io busybox-static
+	docker.io busybox-static nftables
 
 .PHONY: test lab system venv venv-exabgp4 lint clean
 

@@ -635,8 +635,13 @@ class Announcer:
             case NeighborState(peer, state, reason):
                 self.stats.neighbors[str(peer)] = state
                 log.info("neighbor_state peer=%s state=%s reason=%r", peer, state, reason)
-                # On "up" ExaBGP re-sends its adj-rib-out by itself (pinned by
-                # tests/exabgp/test_contract_exabgp.py): nothing to replay here.
+                # ExaBGP re-sends its adj-rib-out on "up" by itself (pinned by
+                # tests/exabgp), but the lab saw 5.0.15 lose a route announced while the
+                # session was being set up: replay everything desired; identical routes
+                # cost ExaBGP a parse and send no UPDATE.
+                if state == "up" and self.table.known:
+                    self.table.unconfirm()
+                    self.schedule_reconcile()
             case ExaBGPShutdown():
                 self.stop(0, "exabgp_shutdown")
             case Text(text):

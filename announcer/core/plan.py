@@ -120,6 +120,11 @@ class AnnouncedTable:
         """ExaBGP refused a command: the prefix's state there is unknown."""
         self.entries[command.prefix] = UNKNOWN
 
+    def unconfirm(self) -> None:
+        """Keep where each prefix is announced, forget what was confirmed: the next diff
+        re-announces everything desired (ExaBGP sends no UPDATE for what it already has)."""
+        self.entries = {p: Unconfirmed(e.neighbors) for p, e in self.entries.items()}
+
     def forget(self) -> None:
         self.entries = {}
         self.known = False

@@ -107,6 +107,7 @@ def test_neighbor_state_messages_are_consumed_and_shutdown_exits(host: str, conf
         sh(host, "ip", "route", "add", "10.0.0.1/32", "dev", "vethr1")
         exa.expect("announce route 10.0.0.1/32 next-hop self")
         exa.send('{ "exabgp": "5.0.0", "type": "state", "neighbor": { "address": { "local": "10.99.0.2", "peer": "10.99.0.1" }, "state": "up" } }')
+        exa.expect("announce route 10.0.0.1/32 next-hop self")  # a session came up: replay
         exa.send('{ "exabgp": "5.0.0", "type": "notification", "notification": "shutdown" }')
         assert exa.proc.wait(10) == 0
     finally:
