@@ -76,8 +76,9 @@ def container_ips(inspect: Mapping[str, Any]) -> list[IPAddress]:
     for settings in networks.values():
         for key in ("IPAddress", "GlobalIPv6Address"):
             text = (settings or {}).get(key) or ""
-            with contextlib.suppress(ValueError):
-                found.append(ip_address(text))
+            if isinstance(text, str):  # ip_address(5) would be 0.0.0.5
+                with contextlib.suppress(ValueError):
+                    found.append(ip_address(text))
     return found
 
 
@@ -97,19 +98,37 @@ def container_state(inspect: Mapping[str, Any]) -> InstanceState:
     return InstanceState.SERVING
 
 
+class PayloadError(ValueError):
+    """An inspect payload of a shape we cannot use; the container is skipped, not the rest."""
+
+
 def parse_container(inspect: Mapping[str, Any], since: float) -> Instance:
-    """A container's inspect payload -> an instance (labels parsed, errors kept)."""
+    """A container's inspect payload -> an instance (labels parsed, errors kept).
+
+    Raises :class:`PayloadError` for a payload of the wrong shape.
+    """
+    try:
+        cid, labels = _identity(inspect)
+        name = str(inspect.get("Name") or cid[:12]).lstrip("/")
+        return make_instance(
+            NAME,
+            cid,
+            name,
+            container_state(inspect),
+            since,
+            container_ips(inspect),
+            {str(k): str(v) for k, v in labels.items()},
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise PayloadError(f"unusable container payload: {quote(str(exc), 120)}") from None
+
+
+def _identity(inspect: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    cid = inspect["Id"]
     labels = (inspect.get("Config") or {}).get("Labels") or {}
-    name = str(inspect.get("Name") or inspect.get("Id", "?")[:12]).lstrip("/")
-    return make_instance(
-        NAME,
-        str(inspect["Id"]),
-        name,
-        container_state(inspect),
-        since,
-        container_ips(inspect),
-        {str(k): str(v) for k, v in labels.items()},
-    )
+    if not isinstance(cid, str) or not cid or not isinstance(labels, dict):
+        raise TypeError("Id must be a non-empty string and Config.Labels a mapping")
+    return cid, labels
 
 
 class DockerSource:
@@ -171,7 +190,12 @@ class DockerSource:
         now = clock()
         instances: dict[str, Instance] = {}
         for payload in payloads:
-            instance = self._with_stopping(parse_container(payload, now))
+            try:
+                parsed = parse_container(payload, now)
+            except PayloadError as exc:
+                log.error("docker_payload_invalid error=%s", exc)
+                continue
+            instance = self._with_stopping(parsed)
             self._signals[instance.id] = stop_signals(payload)
             instances[instance.id] = self._keep_since(instance)
         self._instances = instances
@@ -228,7 +252,12 @@ class DockerSource:
             self._instances.pop(cid, None)
             emit(InstanceRemoved(NAME, cid))
             return
-        instance = self._keep_since(self._with_stopping(parse_container(payload, clock())))
+        try:
+            parsed = parse_container(payload, clock())
+        except PayloadError as exc:
+            log.error("docker_payload_invalid container=%s error=%s", quote(cid, 80), exc)
+            return
+        instance = self._keep_since(self._with_stopping(parsed))
         self._signals[cid] = stop_signals(payload)
         if instance.error and instance != self._instances.get(cid):
             log.error(

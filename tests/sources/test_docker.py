@@ -17,13 +17,22 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from announcer.events import InstanceState
-from announcer.sources.docker import container_state, parse_container, signal_number, stop_signals
+from announcer.sources.docker import (
+    PayloadError,
+    container_state,
+    parse_container,
+    signal_number,
+    stop_signals,
+)
 from tests.dockerd import Dockerd, _unmount_under, missing
 from tests.integration.fake_exabgp import FakeExaBGP
 from tests.netlab import kill_and_wait, netns, poll, sh
@@ -197,3 +206,29 @@ def test_dockerd_killed_and_restarted_withdraws_nothing_that_still_runs(rig: Rig
     rig.docker.cli("stop", "-t", "1", "db")
     rig.exa.expect("withdraw route 10.200.0.3/32", timeout=20)
     assert [line for line in rig.exa.seen if "10.200.0.3" in line] == ["announce route 10.200.0.3/32 next-hop self", "withdraw route 10.200.0.3/32"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+payload_keys = st.sampled_from(["Id", "Name", "State", "Config", "NetworkSettings", "Labels", "Running", "Health", "Networks", "IPAddress"])
+payloads = st.dictionaries(payload_keys, json_values, max_size=6)
+
+
+@given(payloads)
+@settings(max_examples=300)
+def test_fuzz_any_payload_is_an_instance_or_a_payload_error(payload: dict[str, Any]) -> None:
+    try:
+        instance = parse_container(payload, 0.0)
+    except PayloadError:
+        return
+    assert instance.id == payload["Id"]
+    assert all(isinstance(ip, IPv4Address | IPv6Address) for ip in instance.ips)
+
+
+def test_a_payload_of_the_wrong_shape_is_a_payload_error() -> None:
+    for bad in ({}, {"Id": 5}, {"Id": "x", "Config": {"Labels": ["a"]}}, {"Id": "x", "Config": "nope"}):
+        with pytest.raises(PayloadError):
+            parse_container(bad, 0.0)
