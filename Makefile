@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
 	docker.io busybox-static nftables
 
-.PHONY: test lab system venv venv-exabgp4 lint clean
+.PHONY: test lab soak system venv venv-exabgp4 lint clean
 
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -45,6 +45,10 @@ test: system venv venv-exabgp4
 	$(VENV)/bin/ruff check announcer tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The fault suite's soak for 30 minutes (CI runs it for 2).
+soak: system venv
+	SOAK_SECONDS=1800 $(VENV)/bin/pytest -s tests/faults/test_soak.py
 
 lab: system venv
 	$(PY) -m announcer.lab all labs/spine-leaf.clab.yml
