@@ -18,8 +18,7 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from announcer.events import Drain, DrainMode
-from announcer.labels import quote
-from announcer.model import Prefix, is_host_prefix
+from announcer.model import Prefix, is_host_prefix, quote
 
 log = logging.getLogger(__name__)
 

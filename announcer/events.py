@@ -216,4 +216,13 @@ class DrainsSet:
     drains: tuple[Drain, ...]
 
 
-Event = KernelEvent | LifecycleEvent | DrainsSet
+@dataclass(frozen=True, slots=True)
+class HealthObserved:
+    """A health check's verdict on an instance changed (None: not decided yet)."""
+
+    key: tuple[str, str]
+    healthy: bool | None
+    detail: str = ""
+
+
+Event = KernelEvent | LifecycleEvent | DrainsSet | HealthObserved

@@ -22,7 +22,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from announcer.health import CheckTarget, ProbeResult
-from announcer.labels import quote
+from announcer.model import quote
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address

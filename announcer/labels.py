@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, ip_address
 
-from announcer.model import Community, IPAddress, LargeCommunity
+from announcer.checks import CheckError, CheckSpec, parse_check
+from announcer.model import Community, IPAddress, LargeCommunity, quote
 
 PREFIX = "anycast."
 IPS = "anycast.ips"
@@ -23,9 +24,10 @@ LOCAL_PREF = "anycast.local-pref"
 AS_PATH_PREPEND = "anycast.as-path-prepend"
 NEIGHBORS = "anycast.neighbors"
 DRAIN_SECONDS = "anycast.drain-seconds"
+CHECK = "anycast.check"
 KNOWN = frozenset(
     (IPS, COMMUNITIES, LARGE_COMMUNITIES, MED, LOCAL_PREF, AS_PATH_PREPEND, NEIGHBORS)
-) | {DRAIN_SECONDS}
+) | {DRAIN_SECONDS, CHECK}
 
 MAX_VALUE_LENGTH = 4096
 MAX_IPS = 64
@@ -65,12 +67,7 @@ class ServiceSpec:
     as_path_prepend: int = 0
     neighbors: frozenset[IPAddress] = field(default_factory=frozenset)
     drain_seconds: float = 0.0
-
-
-def quote(value: str, limit: int = 60) -> str:
-    """A value safe to put in a log line or a reason: escaped and shortened."""
-    shown = value if len(value) <= limit else value[:limit] + "..."
-    return ascii(shown)
+    check: CheckSpec | None = None  # health check of this instance (docs/health.md)
 
 
 def _fail(label: str, value: str, why: str) -> LabelError:
@@ -123,10 +120,12 @@ def parse_large_community_text(label: str, value: str, text: str) -> LargeCommun
     return LargeCommunity(int(match[1]), int(match[2]), int(match[3]))
 
 
-def parse_labels(labels: Mapping[str, str]) -> ServiceSpec | None:
+def parse_labels(labels: Mapping[str, str], *, allow_exec: bool = False) -> ServiceSpec | None:
     """The spec declared by ``anycast.*`` labels; None when there are none.
 
-    Raises :class:`LabelError` for an unknown ``anycast.*`` key or a bad value.
+    Raises :class:`LabelError` for an unknown ``anycast.*`` key or a bad value. Exec
+    health checks are refused unless ``allow_exec`` (labels come from containers, which
+    must not make the announcer run commands; drop-in files are the operator's).
     """
     ours = {k: v for k, v in labels.items() if k.startswith(PREFIX)}
     if not ours:
@@ -166,5 +165,10 @@ def parse_labels(labels: Mapping[str, str]) -> ServiceSpec | None:
     if DRAIN_SECONDS in ours:
         drain = _uint(DRAIN_SECONDS, ours[DRAIN_SECONDS], MAX_DRAIN_SECONDS)
         kwargs["drain_seconds"] = float(drain)
+    if CHECK in ours:
+        try:
+            kwargs["check"] = parse_check(ours[CHECK], allow_exec=allow_exec)
+        except CheckError as exc:
+            raise _fail(CHECK, ours[CHECK], exc.why or str(exc)) from None
     return ServiceSpec(**kwargs)  # type: ignore[arg-type]
 

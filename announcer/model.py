@@ -19,6 +19,13 @@ UINT16_MAX = 0xFFFF
 UINT32_MAX = 0xFFFFFFFF
 
 
+def quote(value: str, limit: int = 60) -> str:
+    """A value safe to put in a log line or an error: escaped (no newline, no control or
+    non-ASCII character survives) and shortened."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return ascii(shown)
+
+
 def host_prefix(address: IPAddress) -> Prefix:
     """The /32 or /128 network of one address."""
     if isinstance(address, IPv4Address):

@@ -54,8 +54,7 @@ from announcer.exabgp.commands import (
     parse_adj_rib_out,
     render,
 )
-from announcer.labels import quote
-from announcer.model import Prefix
+from announcer.model import Prefix, quote
 from announcer.sources.files import FilesSource, watch
 from announcer.sources.kernel import NetlinkSubscription, Overrun, dump_kernel
 from announcer.sources.lifecycle import LifecycleSource

@@ -7,7 +7,7 @@ Every prefix the world mentions gets a :class:`Decision` with a stable reason wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network
@@ -78,6 +78,8 @@ INSTANCE_REASONS: dict[InstanceState, str] = {
 INSTANCE_RANK = (
     "instance_stopping",
     "instance_unhealthy",
+    "check_failing",
+    "check_pending",
     "label_invalid",
     "instance_starting",
     "instance_stopped",
@@ -221,7 +223,9 @@ def trusted_instances(world: World, policy: Policy, now: float) -> list[Instance
     return sorted(result, key=lambda i: i.key)
 
 
-def instance_verdict(instance: Instance, policy: Policy, now: float) -> str | None:
+def instance_verdict(
+    instance: Instance, policy: Policy, now: float, health: Mapping[tuple[str, str], bool | None]
+) -> str | None:
     """None when the instance serves now; else the reason word."""
     if instance.error is not None:
         return "label_invalid"
@@ -231,6 +235,11 @@ def instance_verdict(instance: Instance, policy: Policy, now: float) -> str | No
             return "label_invalid"
         if spec.neighbors and policy.neighbors and not spec.neighbors <= policy.neighbors:
             return "label_invalid"
+    if spec is not None and spec.check is not None and instance.state is InstanceState.SERVING:
+        verdict = health.get(instance.key)
+        if verdict is None:
+            return "check_pending"
+        return None if verdict else "check_failing"
     if instance.state is InstanceState.SERVING:
         return None
     drain = spec.drain_seconds if spec is not None else 0.0
@@ -252,11 +261,11 @@ def _label(instance: Instance) -> str:
 
 
 def _lifecycle(
-    prefix: Prefix, claimants: list[Instance], policy: Policy, now: float
+    world: World, claimants: list[Instance], policy: Policy, now: float
 ) -> tuple[str | None, ServiceSpec | None, tuple[str, ...]]:
     """(withheld reason or None, spec of the first serving claimant, claimant labels)."""
     labels = tuple(_label(c) for c in claimants)
-    verdicts = [(instance_verdict(c, policy, now), c) for c in claimants]
+    verdicts = [(instance_verdict(c, policy, now, world.health), c) for c in claimants]
     serving = [c for verdict, c in verdicts if verdict is None]
     if serving:
         return None, serving[0].spec, labels
@@ -290,7 +299,7 @@ def decide(
             else:
                 candidates.append((prefix, found[0][0], sources, None))
             continue
-        why_not, spec, labels = _lifecycle(prefix, claimants, policy, now)
+        why_not, spec, labels = _lifecycle(world, claimants, policy, now)
         if why_not is not None:
             decisions[prefix] = Decision(prefix, False, why_not, sources + labels)
         else:

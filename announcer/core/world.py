@@ -15,6 +15,7 @@ from announcer.events import (
     Drain,
     DrainsSet,
     Event,
+    HealthObserved,
     Instance,
     InstanceChanged,
     InstanceRemoved,
@@ -54,6 +55,7 @@ class World:
     instances: dict[InstanceKey, Instance] = field(default_factory=dict)
     sources: dict[str, SourceStatus] = field(default_factory=dict)
     drains: dict[Prefix | None, Drain] = field(default_factory=dict)  # None: all prefixes
+    health: dict[InstanceKey, bool | None] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         match event:
@@ -84,6 +86,8 @@ class World:
                 self.instances = {k: i for k, i in self.instances.items() if k[0] != source}
                 self.instances.update((i.key, i) for i in instances)
                 self.sources[source] = SourceStatus(synced=True)
+            case HealthObserved(key, healthy, _detail):
+                self.health[key] = healthy
             case DrainsSet(drains):
                 self.drains = {drain.prefix: drain for drain in drains}
             case SourceLost(source, since, reason):

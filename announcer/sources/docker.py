@@ -36,8 +36,7 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
-from announcer.labels import quote
-from announcer.model import IPAddress
+from announcer.model import IPAddress, quote
 from announcer.sources.lifecycle import Clock, Emit, make_instance
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from announcer.events import Instance, InstanceState, SourceListed
-from announcer.labels import PREFIX, LabelError, parse_labels, quote
+from announcer.labels import PREFIX, LabelError, parse_labels
+from announcer.model import quote
 from announcer.sources.lifecycle import Clock, Emit
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def parse_drop_in(path: Path, text: str, since: float) -> Instance:
         except TypeError as exc:
             raise DropInError(f"{path}: key {quote(str(key))}: {exc}") from None
     try:
-        spec = parse_labels(labels)
+        spec = parse_labels(labels, allow_exec=True)  # drop-ins are the operator's
     except LabelError as exc:
         raise DropInError(f"{path}: {exc}") from None
     if spec is None or not spec.ips:

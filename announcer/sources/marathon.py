@@ -33,7 +33,7 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
-from announcer.labels import quote
+from announcer.model import quote
 from announcer.sources.lifecycle import Clock, Emit
 from announcer.sources.marathon_api import (
     EVENT_TYPES,

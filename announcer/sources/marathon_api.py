@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 
 from announcer.events import Instance, InstanceState
-from announcer.labels import quote
-from announcer.model import IPAddress
+from announcer.model import IPAddress, quote
 from announcer.sources.lifecycle import make_instance
 
 SOURCE = "marathon"
