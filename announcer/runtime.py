@@ -710,8 +710,8 @@ async def list_sources(
             status[source.name] = f"no listing within {timeout:g}s"
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # bounded: on 3.11 wait_for inside the task can swallow a racing cancel
+            await asyncio.wait({task}, timeout=1.0)
 
     await asyncio.gather(*(one(source) for source in sources))
     return status

@@ -72,12 +72,18 @@ def parse_drop_in(path: Path, text: str, since: float) -> Instance:
     return Instance(NAME, str(path), path.name, InstanceState.SERVING, since, spec.ips, spec)
 
 
+# Only changes count: watchdog also reports opens and read-only closes, and our own
+# re-read would otherwise trigger the next one, forever.
+CHANGES = frozenset({"created", "deleted", "modified", "moved", "closed"})
+
+
 class _Changed(FileSystemEventHandler):
     def __init__(self, notify: Callable[[], None]) -> None:
         self._notify = notify
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._notify()
+        if event.event_type in CHANGES:
+            self._notify()
 
 
 def watch(directory: Path, loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> Any:

@@ -129,3 +129,22 @@ def test_plan_shows_which_sources_contributed_each_prefix(host: str, tmp_path: P
     assert row["sources"] == ["route:main:vethr1", "files:dns.yaml"]
     assert plan["sources"] == {"files": "listed 1 instance(s)"}
     assert plan["commands"] == ["announce route 10.200.0.53/32 next-hop self med 7"]
+
+
+def test_reading_the_files_does_not_trigger_another_read(tmp_path: Path) -> None:
+    """watchdog reports opens and read-only closes too; our own re-read must not loop."""
+    import asyncio
+
+    (tmp_path / "svc.yaml").write_text("ips: [10.200.0.1]\n")
+    listings: list[object] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(FilesSource(tmp_path, rescan_seconds=30).run(listings.append, lambda: 0.0))
+        await asyncio.sleep(1.5)
+        (tmp_path / "svc.yaml").write_text("ips: [10.200.0.2]\n")  # a real change: one re-read
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=2)
+
+    asyncio.run(scenario())
+    assert 2 <= len(listings) <= 3, len(listings)
