@@ -30,13 +30,14 @@ from announcer.config import Config, ConfigError, load_config, to_policy
 from announcer.control import ControlServer
 from announcer.core.damping import Damper, DampingParams
 from announcer.core.plan import Announce, AnnouncedTable, Command, Withdraw, diff
-from announcer.core.policy import Decision, decide, desired, next_change
+from announcer.core.policy import Decision, Policy, decide, desired, next_change, trusted_instances
 from announcer.core.world import SourceStatus, World
 from announcer.drains import DrainRequestError, DrainStore, parse_prefixes
 from announcer.events import (
     Drain,
     DrainMode,
     DrainsSet,
+    HealthObserved,
     KernelEvent,
     KernelSnapshot,
     LifecycleEvent,
@@ -54,6 +55,7 @@ from announcer.exabgp.commands import (
     parse_adj_rib_out,
     render,
 )
+from announcer.health import CheckTarget, HealthChanged, HealthMonitor
 from announcer.model import Prefix, quote
 from announcer.sources.files import FilesSource, watch
 from announcer.sources.kernel import NetlinkSubscription, Overrun, dump_kernel
@@ -123,6 +125,7 @@ class Announcer:
         )
         self.control = ControlServer(Path(config.control.socket), self.handle_control)
         self.decided_at: dict[Prefix, float] = {}
+        self.health = HealthMonitor(self._on_health)
         self._heartbeat: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.held_withdraws = 0
@@ -158,6 +161,7 @@ class Announcer:
             asyncio.create_task(self._every(resync_every, self.resync)),
             asyncio.create_task(self._every(1.0, self._tick)),
         ]
+        tasks.append(asyncio.create_task(self.health.run()))
         for source in self.sources:
             tasks.append(asyncio.create_task(self._run_source(source)))
         if self.config_path is not None:
@@ -358,6 +362,7 @@ class Announcer:
             return
         started = time.perf_counter()
         now = time.monotonic()
+        self.health.set_targets(health_targets(self.world, self.policy, now))
         decisions = decide(self.world, self.policy, self.table.entries.keys(), now)
         decisions = self.damper.apply(decisions, now)
         self._track_changes(decisions, now)
@@ -568,7 +573,14 @@ class Announcer:
             await asyncio.sleep(0.02)
         self.stop(0, "signal_SIGTERM_drained")
 
-    # --- lifecycle sources and configuration ---
+    # --- lifecycle sources, health and configuration ---
+
+    def _on_health(self, event: HealthChanged) -> None:
+        log.info(
+            "health_changed key=%s:%s healthy=%s detail=%s", *event.key, event.healthy, event.detail
+        )
+        self.world.apply(HealthObserved(event.key, event.healthy, event.detail))
+        self.schedule_reconcile()
 
     async def _run_source(self, source: LifecycleSource) -> None:
         while True:
@@ -650,6 +662,17 @@ class Announcer:
 
     def _on_eof(self) -> None:
         self.stop(0, "exabgp_stdin_closed")
+
+
+def health_targets(world: World, policy: Policy, now: float) -> list[CheckTarget]:
+    """One check per instance that declares one, probed at its first address (its own
+    container IP first), from the host through the routed path."""
+    targets = []
+    for instance in trusted_instances(world, policy, now):
+        spec = instance.spec
+        if spec is not None and spec.check is not None and instance.ips and not instance.error:
+            targets.append(CheckTarget(instance.key, instance.ips[0], spec.check))
+    return targets
 
 
 # Sections whose change needs a restart; the rest (policy, exabgp, lifecycle) apply live.
