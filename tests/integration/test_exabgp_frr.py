@@ -232,3 +232,36 @@ def test_a_hung_announcer_makes_the_watchdog_end_exabgp_and_the_peer_drops_the_r
             record("watchdog_hang", {"route_gone_after_sigstop_seconds": round(gone, 2), "watchdog_seconds": 3})
         finally:
             exabgp.stop()
+
+
+EXABGP4 = Path(__file__).resolve().parents[2] / ".venv-exabgp4" / "bin" / "exabgp"
+
+
+@pytest.mark.skipif(not EXABGP4.exists(), reason="ExaBGP 4.2.21 venv missing (make venv-exabgp4)")
+def test_under_exabgp_4_2_announce_withdraw_and_restart_safety(tmp_path: Path) -> None:
+    """Debian 12 ships ExaBGP 4.2.21: same lines from us; its adj-rib-out lines carry a
+    'neighbor ' prefix, which the restart path must read to withdraw only what is stale."""
+    config = tmp_path / "announcer.yaml"
+    config.write_text(CONFIG + "exabgp:\n  dialect: 4\n")
+    with bgp_link(tmp_path) as link:
+        sh(link.host, "ip", "link", "add", "vethr1", "type", "veth", "peer", "name", "ctr1")
+        for dev in ("vethr1", "ctr1"):
+            sh(link.host, "ip", "link", "set", dev, "up")
+        for prefix in ("10.0.4.1/32", "10.0.4.2/32"):
+            sh(link.host, "ip", "route", "add", prefix, "dev", "vethr1")
+        exabgp = ExaBGPProcess.start(link.host, tmp_path / "exabgp", exabgp_conf(config), env={"exabgp.api.terminate": "true"}, exabgp=str(EXABGP4))
+        host = Host(link, exabgp)
+        try:
+            poll(lambda: host.frr_v4() == {"10.0.4.1/32", "10.0.4.2/32"}, 60, "announced through 4.2")
+            updates = link.frr.updates_received(HOST_V4)
+            [old] = host.announcer_pids()
+            os.kill(old, signal.SIGSTOP)
+            sh(link.host, "ip", "route", "del", "10.0.4.2/32", "dev", "vethr1")
+            os.kill(old, signal.SIGKILL)
+            poll(lambda: host.frr_v4() == {"10.0.4.1/32"}, 30, "stale route withdrawn after the 4.2 respawn")
+            assert link.frr.updates_received(HOST_V4) - updates == 1
+            assert "exabgp_dialect_mismatch" not in exabgp.log_text()
+            sh(link.host, "ip", "route", "del", "10.0.4.1/32", "dev", "vethr1")
+            poll(lambda: not host.frr_v4(), 30, "withdrawn through 4.2")
+        finally:
+            exabgp.stop()
