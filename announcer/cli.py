@@ -84,7 +84,7 @@ def _cmd_plan(config: Config, as_json: bool) -> int:
     import asyncio
     import time
 
-    from announcer.runtime import build_sources, list_sources
+    from announcer.runtime_sources import build_sources, list_sources
     from announcer.sources.kernel import dump_kernel  # I/O only when asked
 
     world = World()

@@ -14,7 +14,6 @@ re-dump (and any netlink overrun) replaces the world with the kernel's truth.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -26,23 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from announcer.config import Config, ConfigError, load_config, to_policy
+from announcer.config import Config, to_policy
 from announcer.control import ControlServer
 from announcer.core.damping import Damper, DampingParams
 from announcer.core.plan import Announce, AnnouncedTable, Command, Withdraw, diff
-from announcer.core.policy import Decision, Policy, decide, desired, next_change, trusted_instances
+from announcer.core.policy import Decision, decide, desired, next_change
 from announcer.core.world import SourceStatus, World
-from announcer.drains import DrainRequestError, DrainStore, parse_prefixes
+from announcer.drains import DrainStore
 from announcer.events import (
-    Drain,
-    DrainMode,
     DrainsSet,
-    HealthObserved,
     KernelEvent,
     KernelSnapshot,
-    LifecycleEvent,
-    SourceListed,
-    SourceLost,
 )
 from announcer.exabgp.channel import ExaBGPChannel, Reply
 from announcer.exabgp.commands import (
@@ -55,12 +48,13 @@ from announcer.exabgp.commands import (
     parse_adj_rib_out,
     render,
 )
-from announcer.health import CheckTarget, HealthChanged, HealthMonitor
-from announcer.model import Prefix, quote
-from announcer.sources.files import FilesSource, watch
-from announcer.sources.kernel import NetlinkSubscription, Overrun, dump_kernel
+from announcer.health import HealthMonitor
+from announcer.model import Prefix
+from announcer.runtime_kernel import KernelSync
+from announcer.runtime_operator import OperatorSurface
+from announcer.runtime_sources import SourceFeeds, build_sources, health_targets
+from announcer.sources.kernel import NetlinkSubscription, dump_kernel
 from announcer.sources.lifecycle import LifecycleSource
-from announcer.status import status_report
 
 log = logging.getLogger("announcer")
 
@@ -102,7 +96,7 @@ class Stats:
     neighbors: dict[str, str] = field(default_factory=dict)
 
 
-class Announcer:
+class Announcer(KernelSync, OperatorSurface, SourceFeeds):
     def __init__(
         self,
         config: Config,
@@ -247,85 +241,6 @@ class Announcer:
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
 
-    # --- kernel ---
-
-    def _on_netlink(self) -> None:
-        assert self._subscription is not None
-        try:
-            events = self._subscription.read()
-        except Overrun:
-            self.stats.overruns += 1
-            log.warning("netlink_overrun action=resync")
-            self._spawn(self.resync())
-            return
-        for event in events:
-            self.world.apply(event)
-        if events:
-            self.schedule_reconcile()
-
-    async def resync(self) -> None:
-        """Replace the world with a fresh kernel dump, then replay what queued meanwhile."""
-        if self._subscription is None:
-            return
-        if self._resyncing:
-            self._resync_again = True
-            return
-        self._resyncing = True
-        loop = asyncio.get_running_loop()
-        fd = self._subscription.fileno()
-        loop.remove_reader(fd)  # changes queue in the socket while we dump
-        try:
-            await self._fresh_world()
-            self.stats.resyncs += 1
-        except Exception:
-            log.exception("kernel_resync_failed")
-        finally:
-            self._resyncing = False
-            loop.add_reader(fd, self._on_netlink)
-        self.schedule_reconcile()
-        if self._resync_again:
-            self._resync_again = False
-            self._spawn(self.resync())
-
-    async def _fresh_world(self) -> None:
-        """Dump, then apply the dump and every change queued since it began.
-
-        What is queued *before* the dump is dropped: after an overrun it may precede a
-        gap (a lost delete), and replaying it over the dump would resurrect a route.
-        What queues *after* the dump began is replayed in order, unless the buffer
-        overflowed again, in which case we start over.
-        """
-        assert self._subscription is not None
-        while True:
-            self._read_all(keep=False)
-            snapshot = await asyncio.to_thread(self.kernel.dump)
-            try:
-                events = self._read_all(keep=True)
-            except Overrun:
-                self.stats.overruns += 1
-                log.warning("netlink_overrun_during_dump action=dump_again")
-                continue
-            self.world.apply(snapshot)
-            for event in events:
-                self.world.apply(event)
-            return
-
-    def _read_all(self, keep: bool) -> list[KernelEvent]:
-        """Everything queued on the subscription; with keep=False, dropped (overruns too)."""
-        assert self._subscription is not None
-        kept: list[KernelEvent] = []
-        while True:
-            try:
-                events = self._subscription.read()
-            except Overrun:
-                if keep:
-                    raise
-                continue
-            if not events:
-                return kept
-            if keep:
-                kept.extend(events)
-
     # --- reconcile ---
 
     def schedule_reconcile(self, delay: float = 0.0) -> None:
@@ -448,25 +363,6 @@ class Announcer:
         self.schedule_reconcile(self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 
-    def _start_watchdog(self) -> None:
-        """A child that ends ExaBGP if our heartbeats stop (announcer/watchdog.py)."""
-        timeout = self.config.exabgp.watchdog_seconds
-        if not timeout:
-            return
-        read_end, self._heartbeat = os.pipe()
-        os.set_blocking(self._heartbeat, False)
-        argv = [sys.executable, "-m", "announcer.watchdog", "--target", str(os.getppid())]
-        self._watchdog = subprocess.Popen(
-            [*argv, "--timeout", str(timeout)], stdin=read_end, stdout=subprocess.DEVNULL
-        )
-        os.close(read_end)
-        log.info("watchdog_started pid=%d timeout=%gs", self._watchdog.pid, timeout)
-
-    def _beat(self) -> None:
-        if self._heartbeat is not None:
-            with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(self._heartbeat, b".")
-
     def _tick(self) -> None:
         self._beat()
         self._check_channel()
@@ -478,9 +374,6 @@ class Announcer:
             self.world.apply(DrainsSet(current))
             self.schedule_reconcile()
 
-    def _drain_mode(self) -> DrainMode:
-        return DrainMode(self.config.drain.mode)
-
     def _check_channel(self) -> None:
         stalled = self.channel.stalled_for()
         if stalled > self.config.exabgp.ack_timeout_seconds:
@@ -491,153 +384,6 @@ class Announcer:
             )
             # Exit: ExaBGP respawns us and the new process starts from its adj-rib-out.
             self.stop(1, "exabgp_not_acknowledging")
-
-    # --- control socket, drain, SIGTERM ---
-
-    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
-        command = request.get("command")
-        try:
-            if command == "status":
-                return {"ok": True, **self.status()}
-            if command in ("drain", "undrain"):
-                return self._drain_request(command, request)
-        except (DrainRequestError, TypeError, ValueError) as exc:
-            return {"ok": False, "error": str(exc)}
-        return {"ok": False, "error": f"unknown command {quote(str(command))}"}
-
-    def _drain_request(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
-        everything = bool(request.get("all"))
-        prefixes = None if everything else parse_prefixes(request.get("prefixes") or [])
-        if not everything and not prefixes:
-            raise DrainRequestError("name prefixes or all")
-        if command == "drain":
-            for_seconds = request.get("for_seconds")
-            mode = DrainMode(request.get("mode") or self.config.drain.mode)
-            self.drains.drain(
-                prefixes, float(for_seconds) if for_seconds else None, mode,
-                self.config.drain.graceful_seconds,
-            )  # fmt: skip
-        else:
-            self.drains.undrain(prefixes)
-        self.world.apply(DrainsSet(self.drains.current()))
-        log.info(
-            "%s prefixes=%s", command, "all" if prefixes is None else ",".join(map(str, prefixes))
-        )
-        self.reconcile()
-        return {
-            "ok": True,
-            "persisted": self.drains.persist_error is None,
-            "persist_error": self.drains.persist_error,
-        }
-
-    def status(self) -> dict[str, Any]:
-        return status_report(
-            self.world,
-            self.decisions,
-            self.table,
-            self.decided_at,
-            time.monotonic(),
-            {
-                "reconciles": self.stats.reconciles,
-                "commands": self.stats.commands,
-                "failures": self.stats.failures,
-                "resyncs": self.stats.resyncs,
-                "overruns": self.stats.overruns,
-                "damped_suppressions": self.damper.suppressions,
-                "in_flight": self.channel.in_flight,
-                "held_withdraws": self.held_withdraws,
-                "persist_error": self.drains.persist_error,
-                "neighbors": dict(self.stats.neighbors),
-            },
-        )
-
-    def _on_sigterm(self) -> None:
-        if not self.config.drain.on_sigterm or self._stopped is None or self._stopped.done():
-            self.stop(0, "signal_SIGTERM")
-            return
-        self._spawn(self._drain_and_stop())
-
-    async def _drain_and_stop(self) -> None:
-        """drain.on_sigterm: take every route out of rotation, wait for ExaBGP, then exit."""
-        mode = self._drain_mode()
-        graceful = self.config.drain.graceful_seconds if mode is DrainMode.GRACEFUL else 0.0
-        now = time.monotonic()
-        self.world.apply(DrainsSet((Drain(None, now, None, mode, graceful, "sigterm"),)))
-        log.info("sigterm_drain mode=%s graceful_seconds=%g", mode.value, graceful)
-        self.reconcile()
-        if graceful:
-            await asyncio.sleep(graceful)  # peers move traffic off while we still announce
-            self.reconcile()
-        deadline = time.monotonic() + self.config.drain.sigterm_wait_seconds
-        while self.channel.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        self.stop(0, "signal_SIGTERM_drained")
-
-    # --- lifecycle sources, health and configuration ---
-
-    def _on_health(self, event: HealthChanged) -> None:
-        log.info(
-            "health_changed key=%s:%s healthy=%s detail=%s", *event.key, event.healthy, event.detail
-        )
-        self.world.apply(HealthObserved(event.key, event.healthy, event.detail))
-        self.schedule_reconcile()
-
-    async def _run_source(self, source: LifecycleSource) -> None:
-        while True:
-            try:
-                await source.run(self._on_lifecycle, time.monotonic)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A source bug must not take down what is announced: report, keep the
-                # last state (stale_after applies), restart the source.
-                log.exception("source_failed source=%s", source.name)
-                self._on_lifecycle(SourceLost(source.name, time.monotonic(), f"crashed: {exc}"))
-                await asyncio.sleep(5.0)
-                continue
-            return
-
-    def _on_lifecycle(self, event: LifecycleEvent) -> None:
-        if isinstance(event, SourceLost):
-            log.warning("source_lost source=%s reason=%s", event.source, quote(event.reason, 200))
-        elif isinstance(event, SourceListed):
-            status = self.world.sources.get(event.source)
-            if status is None or not status.synced or status.lost_since is not None:
-                log.info("source_synced source=%s instances=%d", event.source, len(event.instances))
-        self.world.apply(event)
-        self.schedule_reconcile()
-
-    async def _watch_config(self, path: Path) -> None:
-        changed = asyncio.Event()
-        observer = watch(path.parent, asyncio.get_running_loop(), changed)
-        try:
-            while True:
-                await changed.wait()
-                await asyncio.sleep(0.05)  # let the editor finish writing
-                changed.clear()
-                self.reload(path)
-        finally:
-            observer.stop()
-
-    def reload(self, path: Path) -> None:
-        """Apply a valid edit of the configuration; reject an invalid one, changing nothing."""
-        try:
-            new = load_config(path)
-        except ConfigError as exc:
-            log.error("config_rejected file=%s error=%s", path, quote(str(exc), 500))
-            return
-        if new == self.config:
-            return
-        restart = [k for k in RESTART_SECTIONS if getattr(new, k) != getattr(self.config, k)]
-        if restart:
-            log.warning(
-                "config_needs_restart sections=%s action=kept_running_values", ",".join(restart)
-            )
-            new = new.model_copy(update={k: getattr(self.config, k) for k in restart})
-        self.config = new
-        self.policy = to_policy(new)
-        log.info("config_reloaded file=%s", path)
-        self.schedule_reconcile()
 
     # --- ExaBGP messages ---
 
@@ -664,21 +410,6 @@ class Announcer:
         self.stop(0, "exabgp_stdin_closed")
 
 
-def health_targets(world: World, policy: Policy, now: float) -> list[CheckTarget]:
-    """One check per instance that declares one, probed at its first address (its own
-    container IP first), from the host through the routed path."""
-    targets = []
-    for instance in trusted_instances(world, policy, now):
-        spec = instance.spec
-        if spec is not None and spec.check is not None and instance.ips and not instance.error:
-            targets.append(CheckTarget(instance.key, instance.ips[0], spec.check))
-    return targets
-
-
-# Sections whose change needs a restart; the rest (policy, exabgp, lifecycle) apply live.
-RESTART_SECTIONS = ("kernel", "docker", "marathon", "files", "control", "damping")
-
-
 def damping_params(config: Config) -> DampingParams:
     d = config.damping
     return DampingParams(
@@ -686,55 +417,6 @@ def damping_params(config: Config) -> DampingParams:
     )
 
 
-def build_sources(config: Config) -> list[LifecycleSource]:
-    sources: list[LifecycleSource] = []
-    if config.files.enabled:
-        sources.append(FilesSource(Path(config.files.directory)))
-    if config.docker.enabled:
-        from announcer.sources.docker import DockerSource
-
-        sources.append(DockerSource(config.docker))
-    if config.marathon.enabled:
-        from announcer.sources.marathon import MarathonSource
-
-        sources.append(
-            MarathonSource(config.marathon, label_selector=config.marathon.label_selector)
-        )
-    return sources
-
-
 def run(config: Config, config_path: Path | None = None) -> int:
     announcer = Announcer(config, sys.stdin.buffer, sys.stdout.buffer, config_path=config_path)
     return asyncio.run(announcer.run())
-
-
-async def list_sources(
-    sources: list[LifecycleSource], world: World, timeout: float
-) -> dict[str, str]:
-    """One listing of every source into ``world`` (for ``plan``); each source's status."""
-    status: dict[str, str] = {}
-
-    async def one(source: LifecycleSource) -> None:
-        done = asyncio.Event()
-
-        def emit(event: LifecycleEvent) -> None:
-            if isinstance(event, SourceListed):
-                world.apply(event)
-                status[source.name] = f"listed {len(event.instances)} instance(s)"
-                done.set()
-            elif isinstance(event, SourceLost):
-                status[source.name] = f"unreachable: {quote(event.reason, 200)}"
-                done.set()
-
-        task = asyncio.create_task(source.run(emit, time.monotonic))
-        try:
-            await asyncio.wait_for(done.wait(), timeout)
-        except TimeoutError:
-            status[source.name] = f"no listing within {timeout:g}s"
-        finally:
-            task.cancel()
-            # bounded: on 3.11 wait_for inside the task can swallow a racing cancel
-            await asyncio.wait({task}, timeout=1.0)
-
-    await asyncio.gather(*(one(source) for source in sources))
-    return status
