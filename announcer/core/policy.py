@@ -115,22 +115,61 @@ class Decision:
     graceful_shutdown: bool = False  # draining gracefully: add GRACEFUL_SHUTDOWN (65535:0)
 
 
+Ranges = tuple[tuple[int, int, int], ...]  # (version, first, last) as integers
+
+
+def _ranges(prefixes: Iterable[Prefix]) -> Ranges:
+    return tuple(
+        (p.version, int(p.network_address), int(p.broadcast_address)) for p in prefixes
+    )
+
+
+MARTIAN_RANGES = _ranges(MARTIANS)
+
+
+def _inside(prefix: Prefix, ranges: Ranges) -> bool:
+    """prefix lies within one of ranges: integer compares (subnet_of is ~10x slower)."""
+    version = prefix.version
+    first = int(prefix.network_address)
+    last = first | ((1 << (prefix.max_prefixlen - prefix.prefixlen)) - 1)
+    return any(v == version and lo <= first and last <= hi for v, lo, hi in ranges)
+
+
 def is_martian(prefix: Prefix) -> bool:
-    if prefix.prefixlen == 0:
-        return True
-    return any(prefix.version == m.version and prefix.subnet_of(m) for m in MARTIANS)  # type: ignore[arg-type]
+    return prefix.prefixlen == 0 or _inside(prefix, MARTIAN_RANGES)
 
 
 def is_allowed(prefix: Prefix, allow: Iterable[Prefix]) -> bool:
-    return any(prefix.version == a.version and prefix.subnet_of(a) for a in allow)  # type: ignore[arg-type]
+    return _inside(prefix, _ranges(allow))
 
 
 def _matches(name: str | None, globs: Iterable[str]) -> bool:
     return name is not None and any(fnmatchcase(name, g) for g in globs)
 
 
-def route_verdict(route: KernelRoute, world: World, policy: Policy) -> str:
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """What decide() needs of the policy and the links, computed once per call."""
+
+    allow: Ranges
+    selected: frozenset[int]  # link indexes whose name matches kernel.interfaces
+    up: frozenset[int]  # link indexes up with carrier
+
+
+def _compile(world: World, policy: Policy) -> _Compiled:
+    links = world.links.values()
+    return _Compiled(
+        _ranges(policy.allow),
+        frozenset(k.index for k in links if _matches(k.name, policy.interfaces)),
+        frozenset(k.index for k in links if k.up),
+    )
+
+
+def route_verdict(
+    route: KernelRoute, world: World, policy: Policy, compiled: _Compiled | None = None
+) -> str:
     """The reason word for one kernel route: an announce reason or a withheld one."""
+    compiled = compiled or _compile(world, policy)
     prefix = route.prefix
     if not is_host_prefix(prefix):
         return "not_host_prefix"
@@ -142,17 +181,15 @@ def route_verdict(route: KernelRoute, world: World, policy: Policy) -> str:
         return "protocol_not_selected"
     if route.multipath:
         return "multipath_route"
-    name = world.link_name(route.oif)
-    if name is None:
+    if route.oif is None or route.oif not in world.links:
         return "no_interface"
-    if not _matches(name, policy.interfaces):
+    if route.oif not in compiled.selected:
         return "interface_not_selected"
     if route.gateway is not None:
         return "route_has_gateway"
-    link = world.links.get(route.oif) if route.oif is not None else None
-    if link is None or not link.up:
+    if route.oif not in compiled.up:
         return "link_down"
-    if not is_allowed(prefix, policy.allow):
+    if not _inside(prefix, compiled.allow):
         return "prefix_not_allowed"
     return "host_route"
 
@@ -173,14 +210,19 @@ def address_verdict(address: KernelAddress, world: World, policy: Policy) -> str
 
 def _candidates(world: World, policy: Policy) -> Iterable[tuple[Prefix, str, str]]:
     """(prefix, reason, source) for every route and selected address in the world."""
+    compiled = _compile(world, policy)
+    names: dict[tuple[int, int | None], str] = {}
     for route in world.routes.values():
         if route.type != RTN_UNICAST:
             continue
         if route.table == RT_TABLE_LOCAL and RT_TABLE_LOCAL not in policy.tables:
             continue
-        name = world.link_name(route.oif) or "?"
-        table = TABLE_NAMES.get(route.table, str(route.table))
-        yield route.prefix, route_verdict(route, world, policy), f"route:{table}:{name}"
+        source = names.get((route.table, route.oif))
+        if source is None:
+            table = TABLE_NAMES.get(route.table, str(route.table))
+            source = f"route:{table}:{world.link_name(route.oif) or '?'}"
+            names[(route.table, route.oif)] = source
+        yield route.prefix, route_verdict(route, world, policy, compiled), source
     if not policy.address_interfaces:
         return
     for address in world.addresses.values():
