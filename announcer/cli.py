@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,29 +17,11 @@ from announcer.core.plan import diff
 from announcer.core.policy import Decision, decide, desired
 from announcer.core.world import World
 from announcer.exabgp.commands import render
+from announcer.logs import FORMATS, setup_logging
 from announcer.model import Prefix
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
-
-
-class KeyValueFormatter(logging.Formatter):
-    """``ts level event key=value ...``: the message is the stable event name + fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        text = f"{stamp}.{int(record.msecs):03d} {record.levelname.lower()} {record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
@@ -124,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )
+        cmd.add_argument(
+            "--log-format", default="text", choices=FORMATS, help="stderr: key=value or JSON lines"
+        )
         if name in ("plan", "status"):
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         if name in ("drain", "undrain"):
@@ -183,7 +167,7 @@ def _cmd_control(config: Config, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

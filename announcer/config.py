@@ -251,6 +251,18 @@ class GuardConfig(_Strict):
     min_withdraws: int = Field(10, ge=1)
 
 
+class MetricsConfig(_Strict):
+    # host:port of the Prometheus endpoint ("127.0.0.1:9109", "[::1]:9109"); null: off.
+    listen: str | None = Field(None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+
+    @field_validator("listen")
+    @classmethod
+    def _port(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError(f"metrics.listen {value!r}: the port must be 1..65535")
+        return value
+
+
 class Config(_Strict):
     exabgp: ExaBGPConfig = ExaBGPConfig()
     kernel: KernelConfig = KernelConfig()
@@ -263,6 +275,7 @@ class Config(_Strict):
     drain: DrainConfig = DrainConfig()
     control: ControlConfig = ControlConfig()
     guard: GuardConfig = GuardConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def _describe(error: Any, document: Any) -> str:
