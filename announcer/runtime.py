@@ -28,8 +28,9 @@ from typing import Any, BinaryIO, Protocol
 from announcer.config import Config, to_policy
 from announcer.control import ControlServer
 from announcer.core.damping import Damper, DampingParams
-from announcer.core.plan import Announce, AnnouncedTable, Command, Withdraw, diff
-from announcer.core.policy import Decision, decide, desired, next_change
+from announcer.core.plan import Announce, AnnouncedTable, Command, Withdraw
+from announcer.core.policy import Decision, next_change
+from announcer.core.reconciler import Reconciler
 from announcer.core.world import SourceStatus, World
 from announcer.drains import DrainStore
 from announcer.events import (
@@ -114,18 +115,18 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self._started_at = time.monotonic()
         self._deadline_handle: asyncio.TimerHandle | None = None
         self.damper = Damper(damping_params(config))
+        self.reconciler = Reconciler(self.policy, self.damper)
+        self._force_full = True
         self.drains = DrainStore(
             Path(config.control.state_directory), Path(config.drain.maintenance_file)
         )
         self.control = ControlServer(Path(config.control.socket), self.handle_control)
-        self.decided_at: dict[Prefix, float] = {}
         self.health = HealthMonitor(self._on_health)
         self._heartbeat: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.held_withdraws = 0
         self.world = World()
         self.table = AnnouncedTable()
-        self.decisions: dict[Prefix, Decision] = {}
         self.stats = Stats()
         self.channel = ExaBGPChannel(stdin, stdout, self._on_message, self._on_eof)
         self._subscription: Subscription | None = None
@@ -277,17 +278,14 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
             return
         started = time.perf_counter()
         now = time.monotonic()
-        self.health.set_targets(health_targets(self.world, self.policy, now))
-        decisions = decide(self.world, self.policy, self.table.entries.keys(), now)
-        decisions = self.damper.apply(decisions, now)
-        self._track_changes(decisions, now)
-        self.decisions = decisions
-        deadlines = [
-            t for t in (next_change(self.world, self.policy, now), self.damper.next_reuse(now)) if t
-        ]
-        self._schedule_deadline(min(deadlines, default=None), now)
-        want = desired(self.decisions.values(), self.policy)
-        commands = self._guard(diff(want, self.table.entries, may_withdraw=True))
+        force_full, self._force_full = self._force_full, False
+        self.reconciler.policy = self.policy
+        step = self.reconciler.step(self.world, self.table, now, force_full)
+        if step.full:  # instances, drains, health, time: what the next full step depends on
+            self.health.set_targets(health_targets(self.world, self.policy, now))
+            deadlines = [next_change(self.world, self.policy, now), self.damper.next_reuse(now)]
+            self._schedule_deadline(min((t for t in deadlines if t), default=None), now)
+        commands = self._guard(step.commands)
         for command in commands:
             self._send(command, quiet=len(commands) > LOG_EACH_COMMAND_UP_TO)
         if len(commands) > LOG_EACH_COMMAND_UP_TO:
@@ -302,16 +300,17 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self.stats.commands += len(commands)
         self.stats.last_reconcile_seconds = time.perf_counter() - started
 
-    def _track_changes(self, decisions: dict[Prefix, Decision], now: float) -> None:
-        for prefix, decision in decisions.items():
-            before = self.decisions.get(prefix)
-            if before is None or (before.announce, before.reason) != (
-                decision.announce,
-                decision.reason,
-            ):
-                self.decided_at[prefix] = now
-        for prefix in self.decided_at.keys() - decisions.keys():
-            del self.decided_at[prefix]
+    @property
+    def decisions(self) -> dict[Prefix, Decision]:
+        return self.reconciler.decisions
+
+    @property
+    def decided_at(self) -> dict[Prefix, float]:
+        return self.reconciler.decided_at
+
+    def _full_reconcile(self) -> None:
+        self._force_full = True
+        self.reconcile()
 
     def _guard(self, commands: list[Command]) -> list[Command]:
         """Hold a mass withdraw while a lifecycle source is silent: our blindness is not
@@ -340,7 +339,9 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
             self._deadline_handle = None
         if when is not None:
             loop = asyncio.get_running_loop()
-            self._deadline_handle = loop.call_later(max(0.0, when - now) + 0.001, self.reconcile)
+            self._deadline_handle = loop.call_later(
+                max(0.0, when - now) + 0.001, self._full_reconcile
+            )
 
     def _send(self, command: Command, quiet: bool) -> None:
         line = render(command)

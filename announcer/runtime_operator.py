@@ -40,8 +40,12 @@ class OperatorSurface:
         config: Config
         world: World
         table: AnnouncedTable
-        decisions: dict[Prefix, Decision]
-        decided_at: dict[Prefix, float]
+
+        @property
+        def decisions(self) -> dict[Prefix, Decision]: ...
+        @property
+        def decided_at(self) -> dict[Prefix, float]: ...
+
         drains: DrainStore
         damper: Damper
         channel: ExaBGPChannel

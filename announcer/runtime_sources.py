@@ -32,6 +32,7 @@ class SourceFeeds:
         config: Config
         policy: Policy
         world: World
+        _force_full: bool
 
         def schedule_reconcile(self, delay: float = 0.0) -> None: ...
 
@@ -96,6 +97,7 @@ class SourceFeeds:
             new = new.model_copy(update={k: getattr(self.config, k) for k in restart})
         self.config = new
         self.policy = to_policy(new)
+        self._force_full = True
         log.info("config_reloaded file=%s", path)
         self.schedule_reconcile()
 

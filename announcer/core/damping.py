@@ -10,6 +10,7 @@ instance always goes out at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 from dataclasses import dataclass, field, replace
 
 from announcer.core.policy import Decision
@@ -65,18 +66,29 @@ class Damper:
             return False
         return True
 
-    def apply(self, decisions: dict[Prefix, Decision], now: float) -> dict[Prefix, Decision]:
-        """Record flaps from these decisions; withhold announces of suppressed prefixes."""
+    def apply(
+        self, decisions: dict[Prefix, Decision], now: float, scope: Set[Prefix] | None = None
+    ) -> dict[Prefix, Decision]:
+        """Record flaps from these decisions; withhold announces of suppressed prefixes.
+
+        ``scope``: only these prefixes changed (the rest of ``decisions`` is not looked at,
+        and a prefix of the scope missing from ``decisions`` is gone)."""
         if not self.params.enabled:
             return decisions
         result = dict(decisions)
-        for prefix, decision in decisions.items():
+        items = (
+            decisions.items()
+            if scope is None
+            else [(p, decisions[p]) for p in scope if p in decisions]
+        )
+        for prefix, decision in items:
             if self.wanted.get(prefix) and not decision.announce:
                 self._withdrawn(prefix, now)
             self.wanted[prefix] = decision.announce
             if decision.announce and self.suppressed(prefix, now):
                 result[prefix] = replace(decision, announce=False, reason="damped")
-        for prefix in self.wanted.keys() - decisions.keys():  # gone from the world: a withdraw
+        candidates = self.wanted.keys() if scope is None else scope & self.wanted.keys()
+        for prefix in candidates - decisions.keys():  # gone from the world: a withdraw
             if self.wanted.pop(prefix):
                 self._withdrawn(prefix, now)
         self._forget_settled(now)

@@ -119,9 +119,7 @@ Ranges = tuple[tuple[int, int, int], ...]  # (version, first, last) as integers
 
 
 def _ranges(prefixes: Iterable[Prefix]) -> Ranges:
-    return tuple(
-        (p.version, int(p.network_address), int(p.broadcast_address)) for p in prefixes
-    )
+    return tuple((p.version, int(p.network_address), int(p.broadcast_address)) for p in prefixes)
 
 
 MARTIAN_RANGES = _ranges(MARTIANS)
@@ -208,11 +206,20 @@ def address_verdict(address: KernelAddress, world: World, policy: Policy) -> str
     return "local_address"
 
 
-def _candidates(world: World, policy: Policy) -> Iterable[tuple[Prefix, str, str]]:
-    """(prefix, reason, source) for every route and selected address in the world."""
+def _routes(world: World, only: Set[Prefix] | None) -> Iterable[KernelRoute]:
+    if only is None:
+        return world.routes.values()
+    return (world.routes[k] for p in only for k in world.by_prefix.get(p, ()))
+
+
+def _candidates(
+    world: World, policy: Policy, only: Set[Prefix] | None = None
+) -> Iterable[tuple[Prefix, str, str]]:
+    """(prefix, reason, source) for every route and selected address in the world
+    (or only those of the prefixes in ``only``)."""
     compiled = _compile(world, policy)
     names: dict[tuple[int, int | None], str] = {}
-    for route in world.routes.values():
+    for route in _routes(world, only):
         if route.type != RTN_UNICAST:
             continue
         if route.table == RT_TABLE_LOCAL and RT_TABLE_LOCAL not in policy.tables:
@@ -230,7 +237,8 @@ def _candidates(world: World, policy: Policy) -> Iterable[tuple[Prefix, str, str
         if ifname is None or not _matches(ifname, policy.address_interfaces):
             continue
         prefix = host_prefix(address.address)
-        yield prefix, address_verdict(address, world, policy), f"address:{ifname}"
+        if only is None or prefix in only:
+            yield prefix, address_verdict(address, world, policy), f"address:{ifname}"
 
 
 def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
@@ -238,12 +246,12 @@ def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
 
 
 def _kernel_decisions(
-    world: World, policy: Policy
+    world: World, policy: Policy, only: Set[Prefix] | None
 ) -> tuple[dict[Prefix, list[tuple[str, str]]], dict[Prefix, tuple[str, str]]]:
     """Kernel candidates: eligible (reason, source) lists, and the best withheld reason."""
     eligible: dict[Prefix, list[tuple[str, str]]] = {}
     withheld: dict[Prefix, tuple[str, str]] = {}
-    for prefix, reason, source in _candidates(world, policy):
+    for prefix, reason, source in _candidates(world, policy, only):
         if reason in ANNOUNCE_REASONS:
             eligible.setdefault(prefix, []).append((reason, source))
         else:
@@ -316,11 +324,21 @@ def _lifecycle(
 
 
 def decide(
-    world: World, policy: Policy, announced: Set[Prefix] = frozenset(), now: float = 0.0
+    world: World,
+    policy: Policy,
+    announced: Set[Prefix] = frozenset(),
+    now: float = 0.0,
+    only: Set[Prefix] | None = None,
 ) -> dict[Prefix, Decision]:
-    """One decision per prefix the world mentions (kernel routes, addresses, instance IPs)."""
-    eligible, withheld = _kernel_decisions(world, policy)
+    """One decision per prefix the world mentions (kernel routes, addresses, instance IPs).
+
+    With ``only``, just those prefixes (a prefix the world no longer mentions gets none).
+    The ``max_routes`` cut is then the caller's to rule out: see core/reconciler.py.
+    """
+    eligible, withheld = _kernel_decisions(world, policy, only)
     claims = _claims(trusted_instances(world, policy, now))
+    if only is not None:
+        claims = {p: c for p, c in claims.items() if p in only}
     decisions: dict[Prefix, Decision] = {}
     for prefix, (reason, source) in withheld.items():
         if prefix not in eligible:

@@ -56,18 +56,39 @@ class World:
     sources: dict[str, SourceStatus] = field(default_factory=dict)
     drains: dict[Prefix | None, Drain] = field(default_factory=dict)  # None: all prefixes
     health: dict[InstanceKey, bool | None] = field(default_factory=dict)
+    # Incremental reconcile: route events mark their prefix dirty; anything else (links,
+    # addresses, instances, drains, health, a snapshot) may touch any prefix: all dirty.
+    by_prefix: dict[Prefix, set[RouteKey]] = field(default_factory=dict)
+    dirty: set[Prefix] = field(default_factory=set)
+    dirty_all: bool = True
+
+    def take_dirty(self) -> tuple[bool, set[Prefix]]:
+        """(everything changed?, prefixes changed) since the last call."""
+        result = (self.dirty_all, self.dirty)
+        self.dirty_all, self.dirty = False, set()
+        return result
 
     def apply(self, event: Event) -> None:
+        if isinstance(event, RouteAdded | RouteRemoved):
+            self.dirty.add(event.route.prefix)
+        else:
+            self.dirty_all = True
         match event:
             case KernelSnapshot():
                 self.routes = {route.key: route for route in event.routes}
+                self._index()
                 self.links = {link.index: link for link in event.links}
                 self.addresses = {addr.key: addr for addr in event.addresses}
                 self.kernel_synced = True
             case RouteAdded(route):
                 self.routes[route.key] = route
+                self.by_prefix.setdefault(route.prefix, set()).add(route.key)
             case RouteRemoved(route):
-                self.routes.pop(route.key, None)
+                if self.routes.pop(route.key, None) is not None:
+                    keys = self.by_prefix.get(route.prefix, set())
+                    keys.discard(route.key)
+                    if not keys:
+                        self.by_prefix.pop(route.prefix, None)
             case LinkChanged(link):
                 self.links[link.index] = link
             case LinkRemoved(index):
@@ -108,7 +129,13 @@ class World:
         # sending RTM_DELROUTE for each: forget them here instead of waiting for a dump.
         self.links.pop(index, None)
         self.routes = {k: r for k, r in self.routes.items() if r.oif != index}
+        self._index()
         self.addresses = {k: a for k, a in self.addresses.items() if a.index != index}
+
+    def _index(self) -> None:
+        self.by_prefix = {}
+        for key, route in self.routes.items():
+            self.by_prefix.setdefault(route.prefix, set()).add(key)
 
     def link_name(self, index: int | None) -> str | None:
         link = self.links.get(index) if index is not None else None
