@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from announcer.core.policy import Policy
+from announcer.labels import LabelError, parse_community_text, parse_large_community_text
 from announcer.model import Attributes, Community, LargeCommunity, NextHop, Prefix
 
 # iproute2's /etc/iproute2/rt_protos and rt_tables names, so configs can say "boot" or "main".
@@ -28,18 +29,6 @@ ROUTE_PROTOCOLS: dict[str, int] = {
 ROUTE_TABLES: dict[str, int] = {"default": 253, "main": 254, "local": 255}
 
 _GLOB_CHARS = re.compile(r"[A-Za-z0-9_.\-*?\[\]!@+]{1,64}")
-_COMMUNITY = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")
-_LARGE_COMMUNITY = re.compile(r"([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})")
-WELL_KNOWN_COMMUNITIES: dict[str, Community] = {
-    "GRACEFUL_SHUTDOWN": Community(65535, 0),
-    "ACCEPT_OWN": Community(65535, 1),
-    "BLACKHOLE": Community(65535, 666),
-    "NO_EXPORT": Community(65535, 65281),
-    "NO_ADVERTISE": Community(65535, 65282),
-    "NO_EXPORT_SUBCONFED": Community(65535, 65283),
-    "NOPEER": Community(65535, 65284),
-}
-
 EX_CONFIG = 78  # sysexits.h: configuration error
 
 
@@ -67,21 +56,18 @@ def _check_glob(value: str) -> str:
 
 
 def parse_community(text: str) -> Community:
-    """``ASN:VALUE`` or a well-known name (RFC 1997, 7999, 8326); always numeric inside."""
-    named = WELL_KNOWN_COMMUNITIES.get(text.upper().replace("-", "_"))
-    if named is not None:
-        return named
-    match = _COMMUNITY.fullmatch(text)
-    if match is None:
-        raise ValueError(f"community {text!r} is not ASN:VALUE (0-65535:0-65535) or a known name")
-    return Community(int(match[1]), int(match[2]))
+    """``ASN:VALUE`` or a well-known name; the label grammar's rule (announcer/labels.py)."""
+    try:
+        return parse_community_text("communities", text, text)
+    except LabelError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 def parse_large_community(text: str) -> LargeCommunity:
-    match = _LARGE_COMMUNITY.fullmatch(text)
-    if match is None:
-        raise ValueError(f"large community {text!r} is not GLOBAL:LOCAL1:LOCAL2")
-    return LargeCommunity(int(match[1]), int(match[2]), int(match[3]))
+    try:
+        return parse_large_community_text("large_communities", text, text)
+    except LabelError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
 def _name_or_number(value: object, names: dict[str, int], what: str, high: int) -> int:
