@@ -106,8 +106,16 @@ class ClabLab:
         return json.loads(self.vtysh(node, command))
 
     def instances(self, server: str, action: str, *names: str) -> None:
-        self.exec(server, ["python3", "-m", "announcer.lab.instances", action,
-                           "/etc/lab/instances.yaml", *names], timeout=60)  # fmt: skip
+        argv = ["python3", "-m", "announcer.lab.instances", action, "/etc/lab/instances.yaml",
+                *names, "--drop-ins", "/etc/anycast-announcer/routes.d"]  # fmt: skip
+        self.exec(server, argv, timeout=60)
+
+    def announcer(self, server: str, *args: str, check: bool = True
+                  ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return self.exec(server, self.announcer_argv(server, *args), check=check)
+
+    def announcer_argv(self, server: str, *args: str) -> list[str]:
+        return ["announcer", *args, "-c", "/etc/anycast-announcer/announcer.yaml"]
 
     def start_bgp(self, server: str) -> None:
         start = "setsid /usr/local/bin/lab-exabgp >>/var/log/lab/exabgp.out 2>&1 &"

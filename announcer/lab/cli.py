@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from announcer.lab import failures, report, scenarios
+from announcer.lab import failures, gating, report, scenarios
 from announcer.lab.clab import ClabLab
 from announcer.lab.namespaces import LabError
 from announcer.lab.netns import STATE_FILE, LabState, NetnsLab, clean_stale
@@ -70,9 +70,12 @@ def run_scenarios(lab: NetnsLab | ClabLab, started: float) -> dict[str, Any]:
     step("convergence", lambda: scenarios.convergence(lab, svc, started))
     step("hashing", lambda: scenarios.hashing(lab, svc))
     step("graceful_removal", lambda: failures.graceful_removal(lab, svc, names[0]))
-    step("withdraw_before_stop", failures.withdraw_before_stop)
     step("server_failure", lambda: failures.server_failure(lab, svc, names[2], names[1]))
     step("recovery", lambda: failures.recovery(lab, svc, names[0], [names[2], names[1]]))
+    # with all four instances back; each restores what it took away
+    step("withdraw_before_stop",
+         lambda: gating.withdraw_before_stop(lab, svc, names[3], names[2]))  # fmt: skip
+    step("health_failover", lambda: gating.health_failover(lab, svc, names[1]))
     return results
 
 

@@ -1,7 +1,7 @@
 """Scenarios with something taken away while traffic runs: graceful removal, server failure,
-recovery, and the skipped withdraw-before-stop. Figures come from the client's packet log
-(loss, how long after the event packets were still lost, which flows moved) and from polling
-the FIB of the router next to the event (when the path left it)."""
+recovery (withdraw before stop and health failover are in gating.py). Figures come from the
+client's packet log (loss, how long after the event packets were still lost, which flows
+moved) and from polling the FIB of the router next to the event (when the path left it)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _gone_ms(lab: Lab, node: str, prefix: str, nexthop: str, t0: float, limit: f
     return round((time.monotonic() - t0) * 1000)
 
 
-def _timeline(lab: Lab, name: str, packets: list[stats.Packet], t0: float) -> str:
+def save_timeline(lab: Lab, name: str, packets: list[stats.Packet], t0: float) -> str:
     """Keep a sample of flows (every 5th) relative to the event, for the plot."""
     sample = [[round(t - t0, 3), f, i] for t, f, i in packets if f % 5 == 0]
     path = lab.rundir / f"timeline-{name}.json"
@@ -69,7 +69,7 @@ def graceful_removal(lab: Lab, svc: Service, instance: str) -> dict[str, Any]:
         "moved_surviving_fraction": round(_movement(packets, t0, end, instance), 4),
         "ideal_moved_surviving_fraction": 0.0,
         "by_hand_nexthop_groups": hand,
-        "timeline": _timeline(lab, "graceful_removal", packets, t0),
+        "timeline": save_timeline(lab, "graceful_removal", packets, t0),
     }  # fmt: skip
 
 
@@ -100,7 +100,7 @@ def _failure(lab: Lab, svc: Service, instance: str, label: str, seconds: float
         "last_loss_ms": loss["last_loss_ms"],
         "tail_lost": sum(1 for t, _, i in packets if i is None and t > end - 1.0),
         "moved_surviving_fraction": round(_movement(packets, t0, end, instance), 4),
-        "timeline": _timeline(lab, label, packets, t0),
+        "timeline": save_timeline(lab, label, packets, t0),
     }  # fmt: skip
 
 
@@ -147,7 +147,3 @@ def recovery(lab: Lab, svc: Service, removed: str, cut_instances: list[str]) -> 
         "max_deviation": again["max_deviation"], "flows": again["flows"],
         "sticky_fraction": again["sticky_fraction"],
     }  # fmt: skip
-
-
-def withdraw_before_stop() -> dict[str, Any]:
-    return {"pass": None, "skipped": "needs container lifecycle sources (issue 5)"}

@@ -2,16 +2,23 @@
 responder. Runs *inside the server's namespace* (the wiring treats its caller's namespace as
 the host), in both backends::
 
-    python -m announcer.lab.instances up /etc/lab/instances.yaml --netns-prefix lab-
+    python -m announcer.lab.instances up /etc/lab/instances.yaml --netns-prefix lab- \
+        --drop-ins /etc/anycast-announcer/routes.d
     python -m announcer.lab.instances stop /etc/lab/instances.yaml inst1 ...
 
-``stop`` removes the wiring first (host veth and host routes gone: the announcer withdraws),
-then ends the responder and deletes the namespace: the order of a container being removed.
+``start`` wires the namespace, starts the responder and, once it answers, writes the
+instance's drop-in file (``<name>.yaml``: its addresses and the file's ``check``), as an
+orchestrator publishes a container that is ready. ``stop`` removes the wiring first (host
+veth and host routes gone: the announcer withdraws), then ends the responder, removes the
+drop-in and deletes the namespace: the order of a container being removed. ``crash`` kills
+only the responder (namespace, wiring, route and drop-in stay: the health check has to notice)
+and ``respawn`` starts it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -35,6 +42,7 @@ class Instance:
 class InstanceFile:
     port: int
     instances: tuple[Instance, ...]
+    check: str | None = None  # health check written into every instance's drop-in
 
     def get(self, name: str) -> Instance:
         for inst in self.instances:
@@ -50,21 +58,51 @@ def parse_instances(text: str) -> InstanceFile:
         Instance(str(i["name"]), tuple(map(str, i["ips"])), tuple(map(str, i.get("extra_ips", []))))
         for i in items
     )
-    return InstanceFile(int(doc.get("port", 7000)), instances)
+    check = doc.get("check")
+    return InstanceFile(int(doc.get("port", 7000)), instances,
+                        None if check is None else str(check))  # fmt: skip
+
+
+def render_drop_in(spec: InstanceFile, inst: Instance) -> str:
+    """The drop-in of a ready instance: every address it serves (its own first: the check
+    probes the first), and the file's check."""
+    lines = [f"# written by announcer.lab.instances for {inst.name}",
+             f"ips: [{', '.join(inst.ips + inst.extra_ips)}]"]  # fmt: skip
+    if spec.check:
+        lines.append(f"check: '{spec.check}'")
+    return "\n".join(lines) + "\n"
+
+
+def write_drop_in(directory: Path, spec: InstanceFile, inst: Instance) -> None:
+    """Atomically (the announcer reads only *.yaml, and a rename is one change)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{inst.name}.tmp"
+    tmp.write_text(render_drop_in(spec, inst))
+    os.replace(tmp, directory / f"{inst.name}.yaml")
 
 
 def _ip(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
 
 
-def start(spec: InstanceFile, inst: Instance, prefix: str, logdir: Path, own_netns: bool) -> None:
+def start(spec: InstanceFile, inst: Instance, prefix: str, logdir: Path, own_netns: bool,
+          drop_ins: Path | None) -> None:  # fmt: skip
     ns = prefix + inst.name
     if own_netns and _ip("netns", "add", ns).returncode != 0:
         raise SystemExit(f"cannot create namespace {ns}")
     _ip("-n", ns, "link", "set", "lo", "up")
     add_container(ns, inst.ips, inst.extra_ips, container_id=ns, network="lab")
+    respawn(spec, inst, prefix, logdir)
+    if drop_ins is not None:
+        write_drop_in(drop_ins, spec, inst)
+
+
+def respawn(spec: InstanceFile, inst: Instance, prefix: str, logdir: Path) -> None:
+    """Start the responder in the instance's namespace; return once it listens."""
+    ns = prefix + inst.name
     log = logdir / f"{inst.name}.log"
     logdir.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0  # an earlier run's "ready" is there
     with log.open("ab") as out:
         subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-m", "announcer.lab.responder",
@@ -74,34 +112,44 @@ def start(spec: InstanceFile, inst: Instance, prefix: str, logdir: Path, own_net
             start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + 20
-    while b"ready" not in log.read_bytes():
+    while b"ready" not in log.read_bytes()[offset:]:
         if time.monotonic() > deadline:
             raise SystemExit(f"responder {inst.name} did not become ready (see {log})")
         time.sleep(0.05)
 
 
-def stop(inst: Instance, prefix: str, own_netns: bool) -> None:
+def stop(inst: Instance, prefix: str, own_netns: bool, drop_ins: Path | None) -> None:
     ns = prefix + inst.name
     del_container(ns, container_id=ns)
+    crash(inst, prefix, signal.SIGTERM)
+    if drop_ins is not None:
+        (drop_ins / f"{inst.name}.yaml").unlink(missing_ok=True)
+    if own_netns:
+        _ip("netns", "del", ns)
+
+
+def crash(inst: Instance, prefix: str, sig: signal.Signals = signal.SIGKILL) -> None:
+    """End every process in the instance's namespace (sig, then SIGKILL after 5 s)."""
+    ns = prefix + inst.name
     pids = _ip("netns", "pids", ns).stdout.split()
     for pid in pids:
-        subprocess.run(["kill", "-TERM", pid], check=False, capture_output=True)
+        subprocess.run(["kill", f"-{int(sig)}", pid], check=False, capture_output=True)
     deadline = time.monotonic() + 5
     while _ip("netns", "pids", ns).stdout.split() and time.monotonic() < deadline:
         time.sleep(0.02)
     for pid in _ip("netns", "pids", ns).stdout.split():
         subprocess.run(["kill", f"-{int(signal.SIGKILL)}", pid], check=False, capture_output=True)
-    if own_netns:
-        _ip("netns", "del", ns)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=["up", "down", "start", "stop"])
+    parser.add_argument("action", choices=["up", "down", "start", "stop", "crash", "respawn"])
     parser.add_argument("file", type=Path)
     parser.add_argument("names", nargs="*")
     parser.add_argument("--netns-prefix", default="lab-")
     parser.add_argument("--logdir", type=Path, default=Path("/var/log/lab"))
+    parser.add_argument("--drop-ins", type=Path,
+                        help="the announcer's drop-in directory (files.directory)")  # fmt: skip
     parser.add_argument(
         "--external-netns", action="store_true",
         help="the caller creates and deletes the namespaces (the netns backend does, from the "
@@ -110,11 +158,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec = parse_instances(args.file.read_text())
     chosen = [spec.get(n) for n in args.names] if args.names else list(spec.instances)
+    own = not args.external_netns
     for inst in chosen:
-        if args.action in ("up", "start"):
-            start(spec, inst, args.netns_prefix, args.logdir, not args.external_netns)
-        else:
-            stop(inst, args.netns_prefix, not args.external_netns)
+        match args.action:
+            case "up" | "start":
+                start(spec, inst, args.netns_prefix, args.logdir, own, args.drop_ins)
+            case "crash":
+                crash(inst, args.netns_prefix)
+            case "respawn":
+                respawn(spec, inst, args.netns_prefix, args.logdir)
+            case _:
+                stop(inst, args.netns_prefix, own, args.drop_ins)
 
 
 if __name__ == "__main__":

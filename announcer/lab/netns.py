@@ -3,8 +3,10 @@
 One namespace per node (``aalab<id>-<node>``), one veth per link, each node's ``exec``
 commands run inside its namespace, FRR where a node binds /etc/frr/frr.conf, and on servers
 (nodes binding /etc/lab/instances.yaml) the containers, then ExaBGP + the announcer. Paths
-inside configs that are bind targets are mapped to their sources, and /usr/local/bin/ (where
-the server image installs the announcer) to this interpreter's bin directory.
+inside configs that are bind targets are mapped to their sources, /usr/local/bin/ (where
+the server image installs the announcer) to this interpreter's bin directory, and the
+announcer's own directories (control socket, drains, drop-ins: private to each container
+under containerlab) to per-server directories of the run (PRIVATE_DIRS).
 
 The lab's state (namespaces, run directory) is written to STATE_FILE before anything is
 created, so ``down`` - from this process, a later one, or after a crash - removes everything.
@@ -47,6 +49,16 @@ FRR_DAEMONS = "/etc/frr/daemons"
 EXABGP_CONF = "/etc/anycast-announcer/exabgp.conf"
 EXABGP_ENV = "/etc/anycast-announcer/exabgp.env"
 INSTANCES = "/etc/lab/instances.yaml"
+ANNOUNCER_CONF = "/etc/anycast-announcer/announcer.yaml"
+DROP_INS = "/etc/anycast-announcer/routes.d"
+# A container's private directories -> (base, sub-path): "sock" is the run's socket
+# directory (short paths: a unix socket path has 108 bytes), "run" the run directory.
+PRIVATE_DIRS = {
+    "/run/anycast-announcer": ("sock", "announcer"),
+    "/var/lib/anycast-announcer": ("run", "fs/var/lib/anycast-announcer"),
+    "/etc/anycast-announcer": ("run", "fs/etc/anycast-announcer"),
+}
+_PRIVATE = re.compile("(" + "|".join(map(re.escape, PRIVATE_DIRS)) + r")(?![\w.-])")
 
 
 @dataclass
@@ -203,6 +215,7 @@ class NetnsLab:
         argv = [sys.executable, "-m", "announcer.lab.instances", action, str(spec), *names,
                 "--netns-prefix", f"{self.ns(server)}-",
                 "--logdir", str(self.rundir / server / "instances"),
+                "--drop-ins", self.private(server, DROP_INS),
                 "--external-netns"]  # fmt: skip
         run(self.ns(server), argv, timeout=60)
         if action in ("down", "stop"):
@@ -210,10 +223,37 @@ class NetnsLab:
             self.state.namespaces = [n for n in self.state.namespaces if n not in inst_ns]
             self.state.save()
 
+    def private(self, server: str, path: str) -> str:
+        """Where a path private to server's container lives on this machine."""
+
+        def where(match: re.Match[str]) -> str:
+            base, sub = PRIVATE_DIRS[match.group(1)]
+            return str((self.sockdir if base == "sock" else self.rundir) / server / sub)
+
+        return _PRIVATE.sub(where, path)
+
+    def announcer_config(self, server: str) -> Path:
+        """server's announcer.yaml with its private paths mapped (written at start_bgp)."""
+        return self.rundir / server / "announcer.yaml"
+
+    def announcer(self, server: str, *args: str, check: bool = True
+                  ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """`announcer ARGS -c CONFIG` on server (status, drain, undrain)."""
+        return self.exec(server, self.announcer_argv(server, *args), check=check)
+
+    def announcer_argv(self, server: str, *args: str) -> list[str]:
+        exe = str(Path(sys.executable).parent / "announcer")
+        return [exe, *args, "-c", str(self.announcer_config(server))]
+
     def start_bgp(self, server: str) -> None:
         node = self.topo.nodes[server]
         logdir = self.rundir / server
         logdir.mkdir(parents=True, exist_ok=True)
+        source = node.bind_source(ANNOUNCER_CONF)
+        if source is not None:
+            self.announcer_config(server).write_text(self.private(server, source.read_text()))
+            for private in PRIVATE_DIRS:
+                Path(self.private(server, private)).mkdir(parents=True, exist_ok=True)
         conf = logdir / "exabgp.conf"
         conf.write_text(self._mapped(node, (node.bind_source(EXABGP_CONF) or Path()).read_text()))
         env = dict(os.environ)
@@ -251,7 +291,10 @@ class NetnsLab:
 
     def _mapped(self, node: Node, text: str) -> str:
         for bind in node.binds:
-            text = text.replace(bind.target, str(bind.source))
+            source = bind.source
+            if bind.target == ANNOUNCER_CONF:
+                source = self.announcer_config(node.name)
+            text = text.replace(bind.target, str(source))
         return text.replace("/usr/local/bin/", f"{Path(sys.executable).parent}/")
 
     def status(self) -> dict[str, Any]:

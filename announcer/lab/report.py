@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("convergence", "hashing", "graceful_removal", "withdraw_before_stop",
-             "server_failure", "recovery")  # fmt: skip
+             "server_failure", "recovery", "health_failover")  # fmt: skip
 
 
 def versions() -> dict[str, str]:
@@ -45,11 +45,18 @@ def summary_rows(scenarios: dict[str, Any]) -> list[tuple[str, str, str]]:
                                  "moved_surviving_fraction"],
             "server_failure": ["detection_ms", "lost_packets"],
             "recovery": ["recovery_ms", "shares", "max_deviation"],
-            "withdraw_before_stop": ["skipped"],
+            "withdraw_before_stop": ["skipped", "lost_packets", "drain_to_fabric_stopped_ms",
+                                     "drain_to_leaf_fib_ms"],
+            "health_failover": ["detection_ms", "lost_packets", "shares_after", "rejoin_ms"],
         }.get(name, [])
         parts = [f"{k}={s[k]}" for k in keys if k in s]
         if name == "server_failure" and "hold_timer" in s:
             parts.append(f"hold_detection_ms={s['hold_timer'].get('detection_ms')}")
+        if name == "withdraw_before_stop" and "graceful" in s:
+            g = s["graceful"]
+            parts.append(f"graceful: community_ms={g.get('community_ms')} "
+                         f"leaf_fib_ms={g.get('leaf_fib_ms')} "
+                         f"lost={g.get('lost_packets')}")  # fmt: skip
         if "error" in s:
             parts.append(f"error={s['error'][:80]}")
         return " ".join(parts)

@@ -31,6 +31,20 @@ def shares(instances: Sequence[str | None], expected: Sequence[str]) -> dict[str
     return {name: counts.get(name, 0) / total for name in sorted(expected)}
 
 
+def ecmp_shares(leaf_of: dict[str, str]) -> dict[str, float]:
+    """Each instance's share when every hop splits evenly (instance -> its leaf): the spines
+    split among the leaves that serve, each leaf among its own instances. Plain BGP
+    multipath knows no weights, so an instance alone behind its leaf takes that leaf's half."""
+    per_leaf: Counter[str] = Counter(leaf_of.values())
+    return {inst: 1 / len(per_leaf) / per_leaf[leaf] for inst, leaf in sorted(leaf_of.items())}
+
+
+def max_deviation_from(share: dict[str, float], expected: dict[str, float]) -> float:
+    if not expected:
+        return 1.0
+    return max(abs(share.get(name, 0.0) - want) for name, want in expected.items())
+
+
 def max_deviation(share: dict[str, float]) -> float:
     if not share:
         return 1.0

@@ -1,4 +1,4 @@
-"""The whole lab in namespaces: up -> scenarios -> down, verdicts asserted (about 1-2 min)."""
+"""The whole lab in namespaces: up -> scenarios -> down, verdicts asserted (about 2 min)."""
 
 import json
 import os
@@ -32,7 +32,16 @@ def test_spine_leaf_lab_all_scenarios(tmp_path):
     assert s["hashing"]["flows"] >= 2000
     assert s["hashing"]["sticky_fraction"] == 1.0
     assert s["server_failure"]["detection_ms"] < s["server_failure"]["hold_timer"]["detection_ms"]
-    assert s["withdraw_before_stop"]["pass"] is None
+    wbs = s["withdraw_before_stop"]
+    assert wbs["pass"] is True
+    assert wbs["lost_packets"] == 0
+    assert wbs["graceful"]["lost_packets"] == 0
+    assert wbs["graceful"]["communities_at_leaf"] == ["65535:0"]
+    health = s["health_failover"]
+    assert health["pass"] is True
+    assert health["decision_reason"] == "check_failing"
+    assert health["shares_after"][health["instance"]] == 0
+    assert health["rejoin_ms"] is not None
     assert proc.returncode == 0
     assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                           text=True, check=False).stdout.split()

@@ -46,3 +46,13 @@ def test_window_mapping_and_outage():
     assert stats.outage(packets, trigger=0.8) == {
         "sent_packets": 5, "lost_packets": 2, "lost_before_trigger": 0, "last_loss_ms": 200,
     }
+
+
+def test_ecmp_shares_split_per_hop_not_per_instance():
+    # four instances, two per leaf: even; one gone: its neighbour takes its leaf's half
+    assert stats.ecmp_shares({"a": "l2", "b": "l2", "c": "l3", "d": "l3"}) == dict.fromkeys(
+        "abcd", 0.25)
+    assert stats.ecmp_shares({"a": "l2", "c": "l3", "d": "l3"}) == {"a": 0.5, "c": 0.25,
+                                                                    "d": 0.25}
+    assert stats.max_deviation_from({"a": 0.52, "b": 0.0, "c": 0.24, "d": 0.24},
+                                    {"a": 0.5, "c": 0.25, "d": 0.25}) == pytest.approx(0.02)
