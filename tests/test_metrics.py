@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -369,3 +370,48 @@ def test_the_endpoint_after_a_scenario(tmp_path: Path) -> None:
     for secret in SECRETS:
         assert secret not in stderr
     assert json.dumps(sorted({name for name, _ in found}))  # every family has a name
+
+
+# --------------------------------------------------------------------------- docs agree
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def exported_names() -> set[str]:
+    """Every sample name a fully populated scrape produces (histogram/counter suffixes too)."""
+    clock = Clock()
+    m = Metrics(clock=clock)
+    try:
+        m.events("kernel")
+        m.commands_sent(1)
+        m.reconciled(0.001)
+        m.health_result(("docker", "a"), healthy=True, latency=0.01, kind="tcp")
+        logging.getLogger("announcer").warning("source_lost source=x reason=y")
+
+        async def main() -> Samples:
+            m.serve(fake_announcer(asyncio.get_running_loop().time()), asyncio.get_running_loop())
+            return scrape(m)
+
+        found = asyncio.run(main())
+    finally:
+        m.close()
+    return {name for name, _ in found}
+
+
+def test_the_dashboard_and_the_runbook_name_only_exported_metrics() -> None:
+    names = exported_names()
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {n for e in exprs for n in re.findall(r"\b((?:announcer|process)_[a-z_]+)\b", e)}
+    assert used, "no metric in the dashboard"
+    assert used <= names, f"the dashboard uses metrics that do not exist: {sorted(used - names)}"
+    runbook = (REPO / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"`(announcer_[a-z_]+)", runbook))
+    families = {re.sub(r"_(bucket|sum|count|total|created)$", "", n) for n in names}
+    missing = {d for d in documented if d not in names and d not in families}
+    assert not missing, f"docs/operations.md names metrics that do not exist: {sorted(missing)}"
+    # ...and every family we export is documented there
+    undocumented = {f for f in families if f.startswith("announcer_")} - {
+        re.sub(r"_total$", "", d) for d in documented
+    }
+    assert not undocumented, f"exported but not in docs/operations.md: {sorted(undocumented)}"
