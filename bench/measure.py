@@ -136,7 +136,7 @@ def burst(lab: Lab, tool: Tool, prefixes: list[IPv4Address], timeout: float) -> 
 
 def churn(
     lab: Lab, tool: Tool, prefixes: list[IPv4Address], rate: int, seconds: float, live: int = 500
-) -> dict[str, Any]:
+) -> tuple[list[tuple[str, str, float]], dict[str, Any]]:
     """``rate`` changes/s: each step adds a new prefix and deletes the one added ``live``
     steps earlier (every prefix flaps once: no damping). Leaf == host checked at the end."""
     pids = [p for ps in tool.processes().values() for p in ps]
@@ -146,15 +146,17 @@ def churn(
     interval = 2.0 / rate
     start = time.monotonic()
     sent = 0
+    changes: list[tuple[str, str, float]] = []  # (prefix, verb, sent at) for the probe
     for i in range(steps):
         due = start + i * interval
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
-        lab.writer.add(prefixes[i])
+        changes.append((str(prefixes[i]), "announce", lab.writer.add(prefixes[i])))
         sent += 1
         if i >= live:
-            lab.writer.delete(prefixes[i - live])
+            gone = prefixes[i - live]
+            changes.append((str(gone), "withdraw", lab.writer.delete(gone)))
             sent += 1
         if now - start > seconds * 2:  # bounded even on a starved machine
             break
@@ -165,7 +167,7 @@ def churn(
         lambda: ({int(p) for p in prefixes} & dump_host_routes(lab.leaf)) == host, 60, 0.2
     )
     del pids
-    return {
+    return changes, {
         "changes": sent,
         "seconds": round(wall, 2),
         "achieved_rate": round(sent / wall, 1),

@@ -82,7 +82,8 @@ def ratios(tools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     burst_100k_vs_best falls back to the largest burst measured by every tool (quick mode)."""
     details = {name: ratio_to_best(tools, path) for name, path in RATIO_PATHS.items()}
     if details["burst_100k_vs_best"]["ratio"] is None:
-        for size in ("10000", "1000"):
+        sizes = sorted(tools.get(SUBJECT, {}).get("burst", {}), key=int, reverse=True)
+        for size in sizes:
             fallback = ratio_to_best(tools, ("burst", size, "announce_fib_seconds"))
             if fallback["ratio"] is not None:
                 details["burst_100k_vs_best"] = {**fallback, "note": f"quick mode: {size} routes"}
