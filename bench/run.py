@@ -54,7 +54,6 @@ BURST_BLOCKS = {1_000: 10, 5_000: 11, 10_000: 12, 100_000: 13}  # 100k spans 13 
 FRESH = 20
 
 
-
 def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')} load {loadavg():.2f}] {message}", flush=True)
 
