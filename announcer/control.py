@@ -62,11 +62,13 @@ class ControlServer:
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock)
+            # read the request first, even to refuse it: answering before the peer has
+            # written races its write into a broken pipe
+            line = await asyncio.wait_for(reader.readline(), 5.0)
             if uid not in self.allowed_uids:
                 log.warning("control_refused uid=%d", uid)
                 await self._reply(writer, {"ok": False, "error": "permission denied: root only"})
                 return
-            line = await reader.readline()
             if len(line) > MAX_REQUEST_BYTES:
                 await self._reply(writer, {"ok": False, "error": "request too large"})
                 return
@@ -75,7 +77,7 @@ class ControlServer:
                 await self._reply(writer, {"ok": False, "error": "request is not a JSON object"})
                 return
             await self._reply(writer, self.handler(request))
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             log.warning("control_request_failed error=%s", exc)
         finally:
             writer.close()

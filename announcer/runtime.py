@@ -50,6 +50,8 @@ from announcer.exabgp.commands import (
     render,
 )
 from announcer.health import HealthMonitor
+from announcer.health_checks import run_probe
+from announcer.metrics import Metrics
 from announcer.model import Prefix
 from announcer.runtime_kernel import KernelSync
 from announcer.runtime_operator import OperatorSurface
@@ -121,7 +123,8 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
             Path(config.control.state_directory), Path(config.drain.maintenance_file)
         )
         self.control = ControlServer(Path(config.control.socket), self.handle_control)
-        self.health = HealthMonitor(self._on_health)
+        self.metrics = Metrics(config.metrics)
+        self.health = HealthMonitor(self._on_health, probe=self.metrics.timed_probe(run_probe))
         self._heartbeat: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.held_withdraws = 0
@@ -146,6 +149,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         loop.add_signal_handler(signal.SIGINT, self.stop, 0, "signal_SIGINT")
         loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         self.channel.start(loop)
+        self.metrics.serve(self, loop)
         try:
             await self._start()
         except StartupError as exc:
@@ -173,6 +177,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
                 self._subscription.close()
             await self.control.close()
             self.channel.close()
+            self.metrics.close()
             if self._heartbeat is not None:
                 os.close(self._heartbeat)  # EOF: the watchdog exits quietly
 
@@ -288,6 +293,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         commands = self._guard(step.commands)
         for command in commands:
             self._send(command, quiet=len(commands) > LOG_EACH_COMMAND_UP_TO)
+        self.metrics.commands_sent(len(commands))
         if len(commands) > LOG_EACH_COMMAND_UP_TO:
             announces = sum(isinstance(c, Announce) for c in commands)
             log.info(
@@ -299,6 +305,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self.stats.reconciles += 1
         self.stats.commands += len(commands)
         self.stats.last_reconcile_seconds = time.perf_counter() - started
+        self.metrics.reconciled(self.stats.last_reconcile_seconds)
 
     @property
     def decisions(self) -> dict[Prefix, Decision]:
@@ -373,6 +380,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         current = self.drains.current()
         if changed or set(current) != set(self.world.drains.values()):
             self.world.apply(DrainsSet(current))
+            self.metrics.events("drain")
             self.schedule_reconcile()
 
     def _check_channel(self) -> None:
@@ -397,6 +405,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
                 # tests/exabgp), but the lab saw 5.0.15 lose a route announced while the
                 # session was being set up: replay everything desired; identical routes
                 # cost ExaBGP a parse and send no UPDATE.
+                self.metrics.events("exabgp")
                 if state == "up" and self.table.known:
                     self.table.unconfirm()
                     self.schedule_reconcile()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from announcer.core.world import World
+    from announcer.metrics import Metrics
 
 log = logging.getLogger("announcer")
 
@@ -25,6 +26,7 @@ log = logging.getLogger("announcer")
 class KernelSync:
     if TYPE_CHECKING:
         world: World
+        metrics: Metrics
         _subscription: Any
         kernel: Any
         stats: Any
@@ -45,6 +47,7 @@ class KernelSync:
             return
         for event in events:
             self.world.apply(event)
+        self.metrics.events("kernel", len(events))
         if events:
             self.schedule_reconcile()
 
@@ -62,6 +65,7 @@ class KernelSync:
         try:
             await self._fresh_world()
             self.stats.resyncs += 1
+            self.metrics.events("kernel_resync")
         except Exception:
             log.exception("kernel_resync_failed")
         finally:

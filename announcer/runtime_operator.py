@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from announcer.core.world import World
     from announcer.drains import DrainStore
     from announcer.exabgp.channel import ExaBGPChannel
+    from announcer.metrics import Metrics
     from announcer.model import Prefix
 
 log = logging.getLogger("announcer")
@@ -47,6 +48,7 @@ class OperatorSurface:
         def decided_at(self) -> dict[Prefix, float]: ...
 
         drains: DrainStore
+        metrics: Metrics
         damper: Damper
         channel: ExaBGPChannel
         stats: Any
@@ -107,6 +109,7 @@ class OperatorSurface:
         else:
             self.drains.undrain(prefixes)
         self.world.apply(DrainsSet(self.drains.current()))
+        self.metrics.events("control")
         log.info(
             "%s prefixes=%s", command, "all" if prefixes is None else ",".join(map(str, prefixes))
         )

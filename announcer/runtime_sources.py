@@ -17,6 +17,7 @@ from announcer.core.policy import Policy, trusted_instances
 from announcer.core.world import World
 from announcer.events import HealthObserved, LifecycleEvent, SourceListed, SourceLost
 from announcer.health import CheckTarget, HealthChanged
+from announcer.metrics import Metrics
 from announcer.model import quote
 from announcer.sources.files import FilesSource, watch
 from announcer.sources.lifecycle import LifecycleSource
@@ -24,7 +25,7 @@ from announcer.sources.lifecycle import LifecycleSource
 log = logging.getLogger("announcer")
 
 # Sections whose change needs a restart; the rest (policy, exabgp, lifecycle) apply live.
-RESTART_SECTIONS = ("kernel", "docker", "marathon", "files", "control", "damping")
+RESTART_SECTIONS = ("kernel", "docker", "marathon", "files", "control", "damping", "metrics")
 
 
 class SourceFeeds:
@@ -32,6 +33,7 @@ class SourceFeeds:
         config: Config
         policy: Policy
         world: World
+        metrics: Metrics
         _force_full: bool
 
         def schedule_reconcile(self, delay: float = 0.0) -> None: ...
@@ -41,6 +43,7 @@ class SourceFeeds:
             "health_changed key=%s:%s healthy=%s detail=%s", *event.key, event.healthy, event.detail
         )
         self.world.apply(HealthObserved(event.key, event.healthy, event.detail))
+        self.metrics.events("health")
         self.schedule_reconcile()
 
     async def _run_source(self, source: LifecycleSource) -> None:
@@ -66,6 +69,7 @@ class SourceFeeds:
             if status is None or not status.synced or status.lost_since is not None:
                 log.info("source_synced source=%s instances=%d", event.source, len(event.instances))
         self.world.apply(event)
+        self.metrics.lifecycle(event)
         self.schedule_reconcile()
 
     async def _watch_config(self, path: Path) -> None:

@@ -125,7 +125,9 @@ def test_sigterm_drains_everything_before_exit_when_configured(rig: Rig) -> None
     rig.config.write_text(rig.config.read_text().replace("  graceful_seconds: 1\n", "  graceful_seconds: 1\n  on_sigterm: true\n"))
     exa = started(rig)
     try:
-        announcer = [int(p) for p in sh(rig.ns, "pgrep", "-f", f"{ANNOUNCER} run").stdout.split()]
+        # ours only: pgrep sees every process on the machine, namespaces or not
+        announcer = [int(p) for p in sh(rig.ns, "pgrep", "-f", f"{ANNOUNCER} run -c {rig.config}").stdout.split()]
+        assert len(announcer) == 1
         for pid in announcer:
             os.kill(pid, signal.SIGTERM)
         lines = exa.wait_for(lambda s: {"withdraw route 10.200.0.1/32", "withdraw route 10.200.0.2/32"} <= s, 10, "withdrawn on SIGTERM")
