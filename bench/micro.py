@@ -1,8 +1,13 @@
-"""In-process micro-benchmarks of the pure core: the cost of one event at N routes.
+"""In-process micro-benchmarks of the pure core: the cost of one route event at N routes.
 
-One event = ``World.apply`` of one RouteAdded/RouteRemoved, then what ``reconcile`` does
-with it: ``decide`` + ``desired`` + ``diff`` against the announced table. If the cost per
-event grows with the table, the path is O(table), not O(changes).
+Three measurements, each at 1k / 10k / 100k routes:
+  step      what the runtime does per route event: ``World.apply`` + ``Reconciler.step``
+            (incremental since "Incremental reconciles", 697000e: decide/damp/diff the dirty
+            prefix only), with damping at the shipped defaults;
+  full      a full step (``force_full``: what a snapshot, link, drain or health change costs);
+  history   ``step`` again after N prefixes were withdrawn once (the damper remembers every
+            withdrawn prefix for a while: does its bookkeeping grow with that history?).
+If a cost grows with N, that path is O(table) (or O(history)), not O(changes).
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from announcer.core.plan import AnnouncedTable, diff
-from announcer.core.policy import Policy, decide, desired
+from announcer.config import Config
+from announcer.core.damping import Damper
+from announcer.core.plan import AnnouncedTable
+from announcer.core.policy import Policy
+from announcer.core.reconciler import Reconciler
 from announcer.core.world import World
 from announcer.events import (
     IFF_LOWER_UP,
@@ -23,6 +31,7 @@ from announcer.events import (
     RouteAdded,
     RouteRemoved,
 )
+from announcer.runtime import damping_params
 
 OIF = 7
 POLICY = Policy(allow=(IPv4Network("10.0.0.0/8"),), max_routes=10_000_000)
@@ -33,75 +42,69 @@ def _route(i: int) -> KernelRoute:
     return KernelRoute(prefix=prefix, table=254, protocol=3, oif=OIF)
 
 
-def _world(size: int) -> tuple[World, AnnouncedTable]:
+def _setup(size: int, withdrawn_history: int = 0) -> tuple[World, AnnouncedTable, Reconciler]:
     world = World()
-    routes = tuple(_route(i) for i in range(size))
-    world.apply(KernelSnapshot(routes, (KernelLink(OIF, "vethr1", IFF_UP | IFF_LOWER_UP),), ()))
+    link = (KernelLink(OIF, "vethr1", IFF_UP | IFF_LOWER_UP),)
+    total = size + withdrawn_history
+    world.apply(KernelSnapshot(tuple(_route(i) for i in range(total)), link, ()))
     table = AnnouncedTable(known=True)
-    for command in diff(desired(decide(world, POLICY).values(), POLICY), {}, may_withdraw=True):
+    reconciler = Reconciler(POLICY, Damper(damping_params(Config())))
+    for command in reconciler.step(world, table, 0.0).commands:
         table.record(command)
-    return world, table
+    if withdrawn_history:  # these prefixes leave: one withdraw each, remembered by the damper
+        world.apply(KernelSnapshot(tuple(_route(i) for i in range(size)), link, ()))
+        for command in reconciler.step(world, table, 1.0).commands:
+            table.record(command)
+    return world, table, reconciler
 
 
-def _one_event(
-    world: World, table: AnnouncedTable, route: KernelRoute, add: bool, spent: dict[str, float]
-) -> int:
-    t0 = time.perf_counter()
-    world.apply(RouteAdded(route) if add else RouteRemoved(route))
-    t1 = time.perf_counter()
-    decisions = decide(world, POLICY, table.entries.keys(), 0.0)
-    t2 = time.perf_counter()
-    want = desired(decisions.values(), POLICY)
-    t3 = time.perf_counter()
-    commands = diff(want, table.entries, may_withdraw=True)
-    t4 = time.perf_counter()
-    for command in commands:
-        table.record(command)
-    for name, took in (("apply", t1 - t0), ("decide", t2 - t1), ("desired", t3 - t2),
-                       ("diff", t4 - t3)):  # fmt: skip
-        spent[name] = spent.get(name, 0.0) + took
-    return len(commands)
-
-
-def per_event(size: int, events: int) -> dict[str, Any]:
-    """Mean and best time of one add or delete event at ``size`` routes."""
-    world, table = _world(size)
-    extra = _route(size + 1)
+def _time_events(size: int, events: int, full: bool, history: int = 0) -> dict[str, Any]:
+    world, table, reconciler = _setup(size, history)
     timings: list[float] = []
-    spent: dict[str, float] = {}
     for n in range(events):
+        extra = _route(size + history + 1 + n // 2)  # each prefix flaps once: never damped
         started = time.perf_counter()
-        changed = _one_event(world, table, extra, n % 2 == 0, spent)
+        world.apply(RouteAdded(extra) if n % 2 == 0 else RouteRemoved(extra))
+        step = reconciler.step(world, table, 2.0 + n, force_full=full)
+        for command in step.commands:
+            table.record(command)
         timings.append(time.perf_counter() - started)
-        assert changed == 1
+        assert len(step.commands) == 1
     return {
         "routes": size,
+        "withdrawn_history": history,
         "events": events,
         "mean_ms": round(sum(timings) / len(timings) * 1000, 3),
         "best_ms": round(min(timings) * 1000, 3),
-        "mean_ms_by_step": {k: round(v / events * 1000, 3) for k, v in spent.items()},
+    }
+
+
+def _verdict(rows: list[dict[str, Any]], growth_key: str) -> dict[str, Any]:
+    small, big = rows[0], rows[-1]
+    growth = big["best_ms"] / small["best_ms"] if small["best_ms"] else None
+    table_growth = big[growth_key] / max(small[growth_key], 1)
+    return {
+        "cost_growth": round(growth, 1) if growth else None,
+        "size_growth": table_growth,
+        "complexity": "O(changes)" if growth is not None and growth < table_growth / 10 else "O(N)",
     }
 
 
 def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), events: int = 4) -> dict[str, Any]:
-    rows = [per_event(size, events) for size in sizes]
-    small, big = rows[0], rows[-1]
-    growth = big["best_ms"] / small["best_ms"] if small["best_ms"] else None
-    table_growth = big["routes"] / small["routes"]
+    step = [_time_events(size, events * 5, full=False) for size in sizes]
+    full = [_time_events(size, events, full=True) for size in sizes]
+    history = [_time_events(1_000, events * 5, full=False, history=h) for h in (0, *sizes)]
     return {
-        "per_event": rows,
-        "cost_growth": round(growth, 1) if growth else None,
-        "table_growth": table_growth,
-        "verdict": (
-            "O(table): one event costs time proportional to the table (decide recomputes "
-            "every prefix, diff walks every announced prefix)"
-            if growth and growth > table_growth / 10
-            else "O(changes): cost per event roughly independent of the table size"
-        ),
+        "step_per_route_event": {"rows": step, **_verdict(step, "routes")},
+        "full_step": {"rows": full, **_verdict(full, "routes")},
+        "step_after_withdrawn_history": {
+            "rows": history,
+            **_verdict(history[1:], "withdrawn_history"),
+        },
     }
 
 
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run(), indent=2))
+    print(json.dumps(run(), indent=1))

@@ -204,6 +204,10 @@ def machine() -> dict[str, Any]:
         "frr": version(["/usr/lib/frr/zebra", "--version"]),
         "bird": version(["bird", "--version"]),
         "loadavg_at_start": os.getloadavg(),
+        "commit": version(["git", "-C", str(REPO), "log", "-1", "--format=%h %ci %s"]),
+        "announcer_dirty": bool(
+            version(["git", "-C", str(REPO), "status", "--porcelain", "announcer"])
+        ),
     }
 
 
