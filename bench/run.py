@@ -26,7 +26,7 @@ from bench import failover, micro
 from bench.measure import block, burst, churn, latency, loadavg, resync, startup
 from bench.nl import wait_until
 from bench.setups import REPO, AnnouncerTool, BirdTool, FrrTool, Lab, Tool, lab
-from bench.stages import Trial, breakdown, event_to_command, parse_probe
+from bench.stages import Trial, breakdown, event_to_command, pace, parse_probe
 from bench.stats import ratios, render_table, summarize, table_rows
 from tests.netlab import cleanup_stale_namespaces
 
@@ -158,9 +158,13 @@ def run_probed(name: str, plan: Plan, work: Path, env: dict[str, str], group: in
                 _log(f"{name}: latency {_brief(report['latency'])}")
             report["burst"] = {}
             for size in bursts:
-                report["burst"][str(size)] = _attempt(f"burst {size}", lambda s=size: burst(
-                    lab_, tool, block(BURST_BLOCKS[s], s), 400))  # fmt: skip
-                _log(f"{name}: burst {size} {report['burst'][str(size)]}")
+                since = time.monotonic()
+                prefixes = block(BURST_BLOCKS[size], size)
+                result = _attempt(f"burst {size}", lambda p=prefixes: burst(lab_, tool, p, 400))
+                log = parse_probe(probe_log.read_text().splitlines())
+                result["pace"] = pace(log, since, time.monotonic())
+                report["burst"][str(size)] = result
+                _log(f"{name}: burst {size} {result}")
             if do_churn:
                 changes, report["churn"] = churn(
                     lab_, tool, block(CHURN, 1000 * int(plan.churn_seconds) + 10), 1000,

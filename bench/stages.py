@@ -154,3 +154,23 @@ def event_to_command(log: ProbeLog, changes: list[tuple[str, str, float]]) -> di
         "netlink_read_to_command_ms": summarize(inside),
         "kernel_change_to_command_ms": summarize(outside),
     }
+
+
+def pace(log: ProbeLog, since: float, until: float) -> dict[str, Any]:
+    """Where a burst's time went: when the announcer queued its lines, when they reached the
+    pipe, when ExaBGP answered them (seconds after ``since``), and the reconciles."""
+
+    def span(times: list[float]) -> dict[str, Any]:
+        inside = [t - since for t in times if since <= t <= until]
+        if not inside:
+            return {"n": 0}
+        return {"n": len(inside), "first_s": round(min(inside), 3), "last_s": round(max(inside), 3)}
+
+    reconciles = [(s, e) for s, e in log.reconciles if since <= s <= until]
+    return {
+        "lines_queued": span([t for t, _ in log.queued]),
+        "lines_written": span(log.written_at),
+        "exabgp_replies": span(log.acked_at),
+        "reconciles": len(reconciles),
+        "reconcile_seconds_total": round(sum(e - s for s, e in reconciles), 3),
+    }

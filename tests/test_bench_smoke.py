@@ -12,7 +12,7 @@ import pytest
 
 from bench.nl import RTM_DELROUTE, RTM_NEWROUTE, parse_route_events, route_message
 from bench.probe import group_lines
-from bench.stages import Trial, breakdown, event_to_command, parse_probe
+from bench.stages import Trial, breakdown, event_to_command, pace, parse_probe
 from bench.stats import cdf, percentile, ratios, render_table, summarize, table_rows
 from bench.wire import BgpStream, parse_frame, parse_update
 
@@ -188,3 +188,14 @@ def test_probe_log_gives_a_per_stage_breakdown_and_event_to_command_times() -> N
     churn = event_to_command(log, [("10.0.0.1", "announce", 10.0), ("10.9.9.9", "withdraw", 1.0)])
     assert churn["matched"] == 1
     assert churn["netlink_read_to_command_ms"]["median"] == pytest.approx(1.0)
+
+
+def test_pace_reports_when_lines_were_queued_written_and_answered() -> None:
+    log = parse_probe(["q 5.0 x", "q 10.5 announce route 10.0.0.1/32 next-hop self",
+                       "w 11.0 1", "a 12.0 1", "rs 10.1 ", "re 10.4 "])  # fmt: skip
+    result = pace(log, 10.0, 20.0)
+    assert result["lines_queued"] == {"n": 1, "first_s": 0.5, "last_s": 0.5}
+    assert result["lines_written"]["first_s"] == 1.0
+    assert result["exabgp_replies"]["last_s"] == 2.0
+    assert result["reconciles"] == 1
+    assert result["reconcile_seconds_total"] == pytest.approx(0.3)
