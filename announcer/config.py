@@ -100,6 +100,7 @@ class ExaBGPConfig(_Strict):
     ack_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     startup_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     watchdog_seconds: float = Field(30.0, ge=0, le=3600)  # 0: no self-watchdog
+    verify_interval_seconds: float = Field(60.0, ge=0, le=86400)  # 0: never
 
 
 class KernelConfig(_Strict):

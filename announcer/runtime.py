@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Protocol
 from announcer.config import Config, to_policy
 from announcer.control import ControlServer
 from announcer.core.damping import Damper, DampingParams
-from announcer.core.plan import Announce, AnnouncedTable, Command, Withdraw
+from announcer.core.plan import Announce, AnnouncedTable, Command, Unconfirmed, Withdraw
 from announcer.core.policy import Decision, next_change
 from announcer.core.reconciler import Reconciler
 from announcer.core.world import SourceStatus, World
@@ -52,7 +52,7 @@ from announcer.exabgp.commands import (
 from announcer.health import HealthMonitor
 from announcer.health_checks import run_probe
 from announcer.metrics import Metrics
-from announcer.model import Prefix
+from announcer.model import Announcement, IPAddress, Prefix
 from announcer.runtime_kernel import KernelSync
 from announcer.runtime_operator import OperatorSurface
 from announcer.runtime_sources import SourceFeeds, build_sources, health_targets
@@ -62,6 +62,8 @@ from announcer.sources.lifecycle import LifecycleSource
 log = logging.getLogger("announcer")
 
 LOG_EACH_COMMAND_UP_TO = 50
+ECHO_WINDOW = 5.0  # a withdraw this soon after the announce is sent again ...
+ECHO_DELAY = 1.0  # ... this much later
 RETRY_MIN_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 
@@ -96,6 +98,8 @@ class Stats:
     commands: int = 0
     failures: int = 0
     last_reconcile_seconds: float = 0.0
+    echoed: int = 0
+    drift: int = 0
     neighbors: dict[str, str] = field(default_factory=dict)
 
 
@@ -128,6 +132,8 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self._heartbeat: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.held_withdraws = 0
+        self._announced_at: dict[Prefix, float] = {}
+        self._echo: dict[Command, float] = {}
         self.world = World()
         self.table = AnnouncedTable()
         self.stats = Stats()
@@ -163,6 +169,9 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         tasks.append(asyncio.create_task(self.health.run()))
         for source in self.sources:
             tasks.append(asyncio.create_task(self._run_source(source)))
+        if self.config.exabgp.verify_interval_seconds:
+            every = self.config.exabgp.verify_interval_seconds
+            tasks.append(asyncio.create_task(self._every(every, self.verify_rib)))
         if self.config_path is not None:
             tasks.append(asyncio.create_task(self._watch_config(self.config_path)))
         sync_timeout = self.config.lifecycle.sync_timeout_seconds
@@ -353,6 +362,14 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
     def _send(self, command: Command, quiet: bool) -> None:
         line = render(command)
         self.table.record(command)
+        now = time.monotonic()
+        if isinstance(command, Announce):
+            self._announced_at[command.prefix] = now
+        elif now - self._announced_at.pop(command.prefix, -ECHO_WINDOW) < ECHO_WINDOW:
+            # ExaBGP drops a withdraw that arrives while the announce of the same prefix is
+            # still pending (not yet in its adj-rib-out), then sends the announce (seen in
+            # the soak). Withdraw once more when the announce has surely gone out.
+            self._echo[command] = now + ECHO_DELAY
         future = self.channel.send(line)
         future.add_done_callback(lambda f: self._on_reply(command, line, f))
         if not quiet:
@@ -371,7 +388,46 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self.schedule_reconcile(self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 
+    async def verify_rib(self) -> None:
+        """Compare ExaBGP's adj-rib-out with what we think we announced; repair drift.
+
+        Either side may differ briefly for routes still pending inside ExaBGP; marking them
+        unconfirmed only costs an idempotent re-announce or re-withdraw."""
+        try:
+            reply = await asyncio.wait_for(
+                self.channel.send(SHOW_ADJ_RIB_OUT, query=True),
+                self.config.exabgp.ack_timeout_seconds,
+            )
+        except TimeoutError:
+            return  # the channel watchdog handles a silent ExaBGP
+        entries, _ = parse_adj_rib_out(reply.lines)
+        rib: dict[Prefix, set[IPAddress]] = {}
+        for neighbor, prefix in entries:
+            rib.setdefault(prefix, set()).add(neighbor)
+        drift = list(rib.keys() - self.table.entries.keys())
+        drift += [
+            p for p, e in self.table.entries.items() if p not in rib and isinstance(e, Announcement)
+        ]
+        if not drift:
+            return
+        for prefix in drift:
+            self.table.entries[prefix] = Unconfirmed(frozenset(rib.get(prefix, ())))
+        self.stats.drift += len(drift)
+        log.warning("exabgp_rib_drift prefixes=%d example=%s action=repair", len(drift), drift[0])
+        self._full_reconcile()
+
+    def _echo_withdraws(self) -> None:
+        """Re-send withdraws of prefixes that flapped, if they are still not announced."""
+        now = time.monotonic()
+        due = [c for c, when in self._echo.items() if when <= now]
+        for command in due:
+            del self._echo[command]
+            if command.prefix not in self.table.entries:
+                self.channel.send(render(command))
+                self.stats.echoed += 1
+
     def _tick(self) -> None:
+        self._echo_withdraws()
         self._beat()
         self._check_channel()
         changed = self.drains.poll_maintenance(

@@ -263,8 +263,14 @@ class RouteMonitor:
         """Start, prove it is listening (a blackhole probe route shows up), stop on exit."""
         monitor = cls(ns, path)
         try:
-            sh(ns, "ip", "route", "add", "blackhole", cls.PROBE)
-            poll(lambda: cls.PROBE.removesuffix("/32") in monitor.text(), 10, "route monitor ready")
+            def probed() -> bool:
+                # re-probe until seen: a probe added before `ip monitor` subscribed is lost
+                if cls.PROBE.removesuffix("/32") in monitor.text():
+                    return True
+                sh(ns, "ip", "route", "replace", "blackhole", cls.PROBE)
+                return False
+
+            poll(probed, 20, "route monitor ready", interval=0.2)
             sh(ns, "ip", "route", "del", "blackhole", cls.PROBE)
             yield monitor
         finally:
@@ -370,6 +376,9 @@ class FrrPeer:
 
     def _start_daemons(self) -> None:
         zserv = self.rundir / "zserv.api"
+        # a restart must not mistake the stopped daemons' sockets for the new ones
+        for stale in (zserv, self.rundir / "zebra.vty", self.rundir / "bgpd.vty"):
+            stale.unlink(missing_ok=True)
         for daemon in ("zebra", "bgpd"):
             conf = self.workdir / f"{daemon}.conf"
             conf.write_text(
@@ -394,7 +403,11 @@ class FrrPeer:
                 )
             sock = zserv if daemon == "zebra" else self.rundir / "bgpd.vty"
             poll(partial(self._started, daemon, sock), 15, f"{daemon} socket {sock}")
-        poll(lambda: "bgpd" in self.vtysh("show daemons"), 15, "vtysh reaches bgpd")
+        poll(self._vtysh_reaches_bgpd, 15, "vtysh reaches bgpd")
+
+    def _vtysh_reaches_bgpd(self) -> bool:
+        argv = ("vtysh", "--vty_socket", str(self.rundir), "-c", "show daemons")
+        return "bgpd" in sh(self.ns, *argv, check=False).stdout
 
     def _started(self, daemon: str, sock: Path) -> bool:
         return self._check_alive(daemon) and sock.exists()

@@ -256,7 +256,8 @@ def _kernel_decisions(
             eligible.setdefault(prefix, []).append((reason, source))
         else:
             best = withheld.get(prefix)
-            if best is None or _RANK[reason] > _RANK[best[0]]:
+            # furthest check wins; ties go to the smallest source, whatever the dict order
+            if best is None or (-_RANK[reason], source) < (-_RANK[best[0]], best[1]):
                 withheld[prefix] = (reason, source)
     return eligible, withheld
 

@@ -60,7 +60,16 @@ def test_soak(tmp_path: Path) -> None:
 
         def check(step: str) -> float:
             t0 = time.monotonic()
-            poll(lambda: host.frr_v4() == truth(), 90, f"leaf equals truth after {step}", interval=0.2)
+
+            def difference() -> str | None:
+                leaf, want = host.frr_v4(), truth()
+                return None if leaf == want else f"leaf-only {sorted(leaf - want)[:5]} missing {sorted(want - leaf)[:5]}"
+
+            last = ""
+            while (diff := difference()) is not None:
+                last = diff
+                assert time.monotonic() - t0 < 90, f"leaf never equalled truth after {step}: {last}"
+                time.sleep(0.2)  # polling interval, not synchronisation
             return time.monotonic() - t0
 
         def churn(n: int) -> None:

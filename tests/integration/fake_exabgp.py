@@ -58,8 +58,21 @@ class FakeExaBGP:
             else:
                 self.times.append((time.time_ns(), line))
                 self.seen.append(line)
+                self._track(line)
                 self.commands.put(line)
                 self._reply(*done)
+
+    def _track(self, line: str) -> None:
+        """Keep `rib` as ExaBGP's adj-rib-out would be, for the periodic verification."""
+        words = line.split()
+        if "route" not in words:
+            return
+        prefix = words[words.index("route") + 1]
+        family = "ipv6" if ":" in prefix else "ipv4"
+        entry = f"10.99.0.1 {family} unicast {prefix} next-hop 10.99.0.2"
+        self.rib = [r for r in self.rib if r.split()[3] != prefix]
+        if "announce" in words:
+            self.rib.append(entry)
 
     def send(self, *lines: str) -> None:
         self._reply(*lines)

@@ -147,3 +147,20 @@ def test_an_error_reply_is_logged_and_retried(host: str, config: Path) -> None:
     finally:
         exa.close()
     assert "exabgp_command_failed command='announce route 10.0.0.1/32 next-hop self'" in exa.stderr()
+
+
+def test_drift_in_exabgps_rib_is_repaired(host: str, tmp_path: Path) -> None:
+    """The periodic check finds a prefix ExaBGP announces that we do not (a withdraw it
+    dropped) and one we announced that it lacks, and repairs both."""
+    path = tmp_path / "announcer.yaml"
+    path.write_text(CONFIG + "exabgp:\n  verify_interval_seconds: 1\n")
+    sh(host, "ip", "route", "add", "10.0.0.1/32", "dev", "vethr1")
+    exa = FakeExaBGP(host, path)
+    try:
+        exa.expect("announce route 10.0.0.1/32 next-hop self")
+        exa.rib = ["10.99.0.1 ipv4 unicast 10.0.0.77/32 next-hop 10.99.0.2"]  # ExaBGP's truth drifted
+        lines = exa.wait_for(lambda s: {"neighbor 10.99.0.1 withdraw route 10.0.0.77/32", "announce route 10.0.0.1/32 next-hop self"} <= s, 10, "drift repaired")
+        assert lines
+    finally:
+        exa.close()
+    assert "exabgp_rib_drift prefixes=2" in exa.stderr()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from announcer.events import InstanceState
@@ -211,14 +211,14 @@ def test_dockerd_killed_and_restarted_withdraws_nothing_that_still_runs(rig: Rig
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=20,
+    max_leaves=10,
 )
 payload_keys = st.sampled_from(["Id", "Name", "State", "Config", "NetworkSettings", "Labels", "Running", "Health", "Networks", "IPAddress"])
 payloads = st.dictionaries(payload_keys, json_values, max_size=6)
 
 
 @given(payloads)
-@settings(max_examples=300)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 def test_fuzz_any_payload_is_an_instance_or_a_payload_error(payload: dict[str, Any]) -> None:
     try:
         instance = parse_container(payload, 0.0)
