@@ -247,7 +247,7 @@ def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, An
         report["announcer_levers"] = levers(plan, work)
     if wanted("failover"):
         _log("health failover")
-        report["health_failover"] = failover.run(work / "failover", 1 if plan.quick else 4)
+        report["health_failover"] = failover.run(work / "failover", 1 if plan.quick else 3)
 
 
 def main(argv: list[str] | None = None) -> int:
