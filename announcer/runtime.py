@@ -262,8 +262,10 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         if self._reconcile_handle is not None:
             return
         loop = asyncio.get_running_loop()
-        # Coalesce: the busier reconciling is, the more events one reconcile absorbs.
-        delay = max(delay, min(self.stats.last_reconcile_seconds, 0.5))
+        # Coalesce: the busier reconciling is, the more events one reconcile absorbs; a
+        # quick last reconcile means no delay at all (the loop's timers round up to ~1 ms).
+        busy = self.stats.last_reconcile_seconds
+        delay = max(delay, min(busy, 0.5) if busy > 0.005 else 0.0)
         if delay:
             self._reconcile_handle = loop.call_later(delay, self.reconcile)
         else:

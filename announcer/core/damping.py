@@ -40,6 +40,7 @@ class Damper:
     wanted: dict[Prefix, bool] = field(default_factory=dict)  # last decision per prefix
     flaps: dict[Prefix, _Flaps] = field(default_factory=dict)
     suppressions: int = 0
+    swept: float = float("-inf")  # last _forget_settled: at most once per second
 
     def penalty(self, prefix: Prefix, now: float) -> float:
         state = self.flaps.get(prefix)
@@ -110,6 +111,11 @@ class Damper:
 
     def _forget_settled(self, now: float) -> None:
         # Penalties below 1 % of one flap, not suppressed: forget (bounded memory under churn).
+        # The sweep walks every remembered prefix: once a second, not on every step (the
+        # bench measured 98 ms per event with 100k remembered withdrawals).
+        if now - self.swept < 1.0:
+            return
+        self.swept = now
         floor = self.params.penalty / 100
         settled = [
             p for p, s in self.flaps.items()
