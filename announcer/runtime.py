@@ -48,11 +48,12 @@ from announcer.exabgp.commands import (
     Text,
     parse_adj_rib_out,
     render,
+    render_batches,
 )
 from announcer.health import HealthMonitor
 from announcer.health_checks import run_probe
 from announcer.metrics import Metrics
-from announcer.model import Announcement, IPAddress, Prefix
+from announcer.model import Announcement, IPAddress, Prefix, quote
 from announcer.runtime_kernel import KernelSync
 from announcer.runtime_operator import OperatorSurface
 from announcer.runtime_sources import SourceFeeds, build_sources, health_targets
@@ -302,8 +303,9 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
             deadlines = [next_change(self.world, self.policy, now), self.damper.next_reuse(now)]
             self._schedule_deadline(min((t for t in deadlines if t), default=None), now)
         commands = self._guard(step.commands)
-        for command in commands:
-            self._send(command, quiet=len(commands) > LOG_EACH_COMMAND_UP_TO)
+        quiet = len(commands) > LOG_EACH_COMMAND_UP_TO
+        for line, batch in render_batches(commands):
+            self._send(line, batch, quiet)
         self.metrics.commands_sent(len(commands))
         if len(commands) > LOG_EACH_COMMAND_UP_TO:
             announces = sum(isinstance(c, Announce) for c in commands)
@@ -361,32 +363,38 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
                 max(0.0, when - now) + 0.001, self._full_reconcile
             )
 
-    def _send(self, command: Command, quiet: bool) -> None:
-        line = render(command)
-        self.table.record(command)
+    def _send(self, line: str, commands: list[Command], quiet: bool) -> None:
+        """One ExaBGP line for one command, or for a group of them (render_batches)."""
         now = time.monotonic()
-        if isinstance(command, Announce):
-            self._announced_at[command.prefix] = now
-        elif now - self._announced_at.pop(command.prefix, -ECHO_WINDOW) < ECHO_WINDOW:
-            # ExaBGP drops a withdraw that arrives while the announce of the same prefix is
-            # still pending (not yet in its adj-rib-out), then sends the announce (seen in
-            # the soak). Withdraw once more when the announce has surely gone out.
-            self._echo[command] = now + ECHO_DELAY
+        for command in commands:
+            self.table.record(command)
+            if isinstance(command, Announce):
+                self._announced_at[command.prefix] = now
+            elif now - self._announced_at.pop(command.prefix, -ECHO_WINDOW) < ECHO_WINDOW:
+                # ExaBGP drops a withdraw that arrives while the announce of the same prefix
+                # is still pending (not yet in its adj-rib-out), then sends the announce
+                # (seen in the soak). Withdraw once more when the announce has gone out.
+                self._echo[command] = now + ECHO_DELAY
+            if not quiet:
+                decision = self.decisions.get(command.prefix)
+                reason = decision.reason if decision is not None else "not_observed"
+                verb = "route_announced" if isinstance(command, Announce) else "route_withdrawn"
+                log.info("%s prefix=%s reason=%s", verb, command.prefix, reason)
         future = self.channel.send(line)
-        future.add_done_callback(lambda f: self._on_reply(command, line, f))
-        if not quiet:
-            decision = self.decisions.get(command.prefix)
-            reason = decision.reason if decision is not None else "not_observed"
-            verb = "route_announced" if isinstance(command, Announce) else "route_withdrawn"
-            log.info("%s prefix=%s reason=%s", verb, command.prefix, reason)
+        future.add_done_callback(lambda f: self._on_reply(commands, line, f))
 
-    def _on_reply(self, command: Command, line: str, future: asyncio.Future[Reply]) -> None:
+    def _on_reply(self, commands: list[Command], line: str, future: asyncio.Future[Reply]) -> None:
         if future.cancelled() or future.result().ok:
             self._retry_delay = RETRY_MIN_SECONDS
             return
         self.stats.failures += 1
-        self.table.fail(command)
-        log.error("exabgp_command_failed command=%r retry_in=%.0fs", line, self._retry_delay)
+        for command in commands:
+            self.table.fail(command)
+        log.error(
+            "exabgp_command_failed command=%s retry_in=%.0fs",
+            quote(line, 120),
+            self._retry_delay,
+        )
         self.schedule_reconcile(self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 

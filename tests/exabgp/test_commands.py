@@ -133,3 +133,32 @@ def test_parse_adj_rib_out() -> None:
         (ip_address("10.99.0.3"), ip_network("10.0.0.2/32")),
     ]
     assert unparsed == ["something else entirely"]
+
+
+def test_runs_of_identical_attributes_share_a_line_and_small_changes_do_not() -> None:
+    from announcer.exabgp.commands import GROUP_MAX, GROUP_MIN, render_batches
+
+    many = [Announce(Announcement(ip_network(f"10.1.{i // 256}.{i % 256}/32"))) for i in range(GROUP_MAX + 5)]
+    few = [Withdraw(ip_network(f"10.2.0.{i}/32")) for i in range(GROUP_MIN - 1)]
+    batches = render_batches(few + many)
+    assert [len(cmds) for _, cmds in batches] == [1] * (GROUP_MIN - 1) + [GROUP_MAX, 5]
+    assert batches[0][0] == "withdraw route 10.2.0.0/32"
+    line, cmds = batches[GROUP_MIN - 1]
+    assert line.startswith("announce attributes next-hop self nlri 10.1.0.0/32 10.1.0.1/32 ")
+    assert line.split()[5:] == [str(c.prefix) for c in cmds]
+    withdraws = render_batches([Withdraw(ip_network(f"10.3.0.{i}/32"), frozenset({ip_address("10.99.0.1")})) for i in range(GROUP_MIN)])
+    assert withdraws[0][0].startswith("neighbor 10.99.0.1 withdraw attributes next-hop self nlri 10.3.0.0/32 ")
+    for line, _ in render_batches(few + many) + withdraws:
+        assert COMMAND_GRAMMAR.fullmatch(line)
+
+
+@given(st.lists(announcements(), min_size=1, max_size=30))
+def test_every_batch_line_matches_the_grammar_and_covers_each_command_once(items: list[Announcement]) -> None:
+    from announcer.exabgp.commands import render_batches
+
+    commands = [Announce(a) for a in items]
+    batches = render_batches(commands)
+    assert [c for _, cmds in batches for c in cmds] == commands
+    for line, _ in batches:
+        assert COMMAND_GRAMMAR.fullmatch(line), line
+        assert not FOREIGN_COMMANDS.search(line), line

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fake_exabgp import FakeExaBGP
+from tests.integration.fake_exabgp import FakeExaBGP, final_state
 from tests.integration.test_exabgp_frr import record
 from tests.netlab import netns, poll, sh
-from tests.sources.test_kernel import final_state
 
 pytestmark = [pytest.mark.netns, pytest.mark.faults, pytest.mark.slow]
 

@@ -19,8 +19,33 @@ from tests.netlab import netns_argv
 ANNOUNCER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "announcer")
 
 
+def parse_command(line: str) -> tuple[str | None, list[str]]:
+    """("announce"|"withdraw", prefixes) of one of our lines: `... route P ...` or a group
+    `... attributes ... nlri P1 P2 ...`."""
+    words = line.split()
+    verb = "announce" if "announce" in words else "withdraw" if "withdraw" in words else None
+    if "nlri" in words:
+        return verb, words[words.index("nlri") + 1 :]
+    if "route" in words:
+        return verb, [words[words.index("route") + 1]]
+    return None, []
+
+
+def final_state(lines: list[str]) -> set[str]:
+    """What ExaBGP would announce after these lines, in order."""
+    state: set[str] = set()
+    for line in lines:
+        verb, prefixes = parse_command(line)
+        if verb == "announce":
+            state.update(prefixes)
+        elif verb == "withdraw":
+            state.difference_update(prefixes)
+    return state
+
+
 class FakeExaBGP:
     def __init__(self, ns: str, config: Path, rib: list[str] | None = None, acks: bool = True) -> None:
+        self._rib: dict[str, str] = {}  # prefix -> adj-rib-out line
         self.rib = rib or []
         self.acks = acks
         self.commands: queue.Queue[str] = queue.Queue()
@@ -62,17 +87,24 @@ class FakeExaBGP:
                 self.commands.put(line)
                 self._reply(*done)
 
+    @property
+    def rib(self) -> list[str]:
+        """ExaBGP's adj-rib-out lines as `show adj-rib out` prints them."""
+        return list(self._rib.values())
+
+    @rib.setter
+    def rib(self, lines: list[str]) -> None:
+        self._rib = {line.split()[3]: line for line in lines}
+
     def _track(self, line: str) -> None:
         """Keep `rib` as ExaBGP's adj-rib-out would be, for the periodic verification."""
-        words = line.split()
-        if "route" not in words:
-            return
-        prefix = words[words.index("route") + 1]
-        family = "ipv6" if ":" in prefix else "ipv4"
-        entry = f"10.99.0.1 {family} unicast {prefix} next-hop 10.99.0.2"
-        self.rib = [r for r in self.rib if r.split()[3] != prefix]
-        if "announce" in words:
-            self.rib.append(entry)
+        verb, prefixes = parse_command(line)
+        for prefix in prefixes:
+            if verb == "announce":
+                family = "ipv6" if ":" in prefix else "ipv4"
+                self._rib[prefix] = f"10.99.0.1 {family} unicast {prefix} next-hop 10.99.0.2"
+            else:
+                self._rib.pop(prefix, None)
 
     def send(self, *lines: str) -> None:
         self._reply(*lines)
