@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
 	docker.io busybox-static nftables
 
-.PHONY: test lab soak system venv venv-exabgp4 lint clean
+.PHONY: test lab soak bench system venv venv-exabgp4 lint clean
 
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -45,6 +45,14 @@ test: system venv venv-exabgp4
 	$(VENV)/bin/ruff check announcer tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Benchmarks vs FRR and BIRD (docs/performance.md): ~22 min; BENCH_ARGS=--quick for ~3.
+# Debian's bird2 package starts a bird in the root namespace: it is stopped at once.
+bench: system venv
+	@dpkg-query -W -f='$${Status}' bird2 2>/dev/null | grep -q "ok installed" || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bird2; \
+	  systemctl disable --now bird.service 2>/dev/null || true; }
+	$(PY) -m bench $(BENCH_ARGS)
 
 # The fault suite's soak for 30 minutes (CI runs it for 2).
 soak: system venv
