@@ -51,6 +51,7 @@ class FakeExaBGP:
         self.commands: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self.times: list[tuple[int, str]] = []  # (time.time_ns() when read, line)
+        self.echoes: list[str] = []  # repeated withdraws (state unchanged), not queued
         self.stderr_path = config.with_suffix(".stderr")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
@@ -83,8 +84,13 @@ class FakeExaBGP:
             else:
                 self.times.append((time.time_ns(), line))
                 self.seen.append(line)
+                verb, prefixes = parse_command(line)
+                repeat = verb == "withdraw" and not any(p in self._rib for p in prefixes)
                 self._track(line)
-                self.commands.put(line)
+                if repeat:
+                    self.echoes.append(line)  # the announcer's withdraw echo: no change
+                else:
+                    self.commands.put(line)
                 self._reply(*done)
 
     @property
