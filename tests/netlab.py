@@ -24,6 +24,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from announcer.lab.namespaces import LabError, netns_argv, run
+
 T = TypeVar("T")
 
 NS_PREFIX = "aa"
@@ -50,12 +52,7 @@ class CommandError(AssertionError):
     """A command failed; the message carries argv, exit code, stdout and stderr."""
 
 
-def netns_argv(ns: str | None, argv: tuple[str, ...]) -> list[str]:
-    """argv prefixed to run inside namespace ns (`ip netns exec` execs, so the pid is argv's)."""
-    return ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
-
-
-_netns_argv = netns_argv  # the earlier private name, still imported by tests/integration
+_netns_argv = netns_argv  # the earlier private name
 
 
 def sh(
@@ -65,20 +62,14 @@ def sh(
     input: str | None = None,
     timeout: float = 30,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv (inside namespace ``ns`` unless None), text mode, output captured."""
-    full = netns_argv(ns, argv)
+    """Run argv (inside namespace ``ns`` unless None), text mode, output captured.
+
+    The lab's runner (announcer/lab/namespaces.py) does the work; a failure becomes a
+    CommandError, an AssertionError, so a test reports it as a failed check."""
     try:
-        proc = subprocess.run(
-            full, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(f"timed out after {timeout}s: {full!r}") from exc
-    if check and proc.returncode != 0:
-        raise CommandError(
-            f"command failed (rc={proc.returncode}): {full!r}\n"
-            f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
-        )
-    return proc
+        return run(ns, argv, check=check, timeout=timeout, input_text=input)
+    except LabError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
