@@ -25,6 +25,7 @@ TIMEOUT_RANGE = (0.05, 60.0)
 COUNT_RANGE = (1, 10)
 DEFAULT_INTERVAL = 1.0
 DEFAULT_TIMEOUT = 1.0
+FAST_DIVISOR = 5  # default fast interval: interval / 5 (ExaBGP healthcheck's 5 s / 1 s)
 MAX_DETAIL = 200
 
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
@@ -38,7 +39,7 @@ _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 # exec arguments: no shell runs them, but keep them to characters that need no quoting anywhere.
 _ARG = re.compile(r"[A-Za-z0-9_./:=,@%+\-]{1,128}")
 
-_TIMING = ("interval", "timeout", "rise", "fall")
+_TIMING = ("interval", "fast-interval", "timeout", "rise", "fall")
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "tcp": _TIMING,
     "http": (*_TIMING, "status"),
@@ -71,10 +72,20 @@ class CheckSpec:
     timeout: float = DEFAULT_TIMEOUT
     rise: int = 2
     fall: int = 2
+    fast_interval: float | None = None  # None: interval / 5, at least 0.1 s
 
     def __post_init__(self) -> None:
         if why := _spec_problem(self):
             raise CheckError(f"check {render_check_unchecked(self)}: {why}", why)
+
+    @property
+    def fast(self) -> float:
+        """Seconds between probes while a verdict is settling (HAProxy's ``fastinter``,
+        ExaBGP healthcheck's ``--fast-interval``): after a first failure of a healthy
+        instance, a first success of an unhealthy one, and before the first verdict."""
+        if self.fast_interval is not None:
+            return self.fast_interval
+        return max(INTERVAL_RANGE[0], round(self.interval / FAST_DIVISOR, 3))
 
 
 def _spec_problem(spec: CheckSpec) -> str | None:
@@ -103,13 +114,17 @@ def _spec_problem(spec: CheckSpec) -> str | None:
         return f"command {quote(spec.command[0])} must be an absolute path"
     if len(spec.command) > MAX_ARGS or not all(_ARG.fullmatch(a) for a in spec.command):
         return f"command arguments must match {_ARG.pattern} (at most {MAX_ARGS})"
-    return _timing_problem(spec.interval, spec.timeout, spec.rise, spec.fall)
+    return _timing_problem(spec.interval, spec.timeout, spec.rise, spec.fall, spec.fast_interval)
 
 
-def _timing_problem(interval: float, timeout: float, rise: int, fall: int) -> str | None:
+def _timing_problem(
+    interval: float, timeout: float, rise: int, fall: int, fast: float | None
+) -> str | None:
     low, high = INTERVAL_RANGE
     if not low <= interval <= high:
         return f"interval {interval:g} is not {low:g}..{high:g} seconds"
+    if fast is not None and not low <= fast <= interval:
+        return f"fast-interval {fast:g} is not {low:g} s..interval ({interval:g} s)"
     low, high = TIMEOUT_RANGE
     if not low <= timeout <= high:
         return f"timeout {timeout:g} is not {low:g}..{high:g} seconds"
@@ -213,14 +228,14 @@ def _options(text: str, kind: str, options: list[str]) -> dict[str, object]:
     return fields
 
 
-_FIELD = {"status": "expect_status"}
+_FIELD = {"status": "expect_status", "fast-interval": "fast_interval"}
 
 
 def _option_value(text: str, key: str, value: str) -> object:
     def bad(why: str) -> CheckError:
         return CheckError(f"check {quote(text)}: {key}={quote(value)} {why}")
 
-    if key in ("interval", "timeout"):
+    if key in ("interval", "fast-interval", "timeout"):
         if not _SECONDS.fullmatch(value):
             raise bad("is not seconds (digits, at most 3 decimals)")
         return float(value)
@@ -254,6 +269,8 @@ def render_check_unchecked(spec: CheckSpec) -> str:
             head += f" send={spec.send.hex()}" * bool(spec.send)
             head += f" expect={spec.expect.hex()}" * bool(spec.expect)
     timing = f"interval={_seconds(spec.interval)} timeout={_seconds(spec.timeout)}"
+    if spec.fast_interval is not None:
+        timing += f" fast-interval={_seconds(spec.fast_interval)}"
     text = f"{head} {timing} rise={spec.rise} fall={spec.fall}"
     return quote(text, limit=MAX_TEXT)[1:-1] if not text.isascii() else text
 
@@ -285,6 +302,13 @@ class Hysteresis:
     @property
     def verdict(self) -> bool | None:
         return self._verdict
+
+    @property
+    def settling(self) -> bool:
+        """No verdict yet, or the last result disagrees with it (a change may be coming)."""
+        if self._verdict is None:
+            return True
+        return self._bad > 0 if self._verdict else self._good > 0
 
     @property
     def streak(self) -> int:

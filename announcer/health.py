@@ -185,7 +185,8 @@ class HealthMonitor:
                 self._running[key] = (target, task)
 
     async def _check(self, target: CheckTarget) -> None:
-        """Probe target every interval, on a fixed schedule, for as long as it is wanted."""
+        """Probe target every interval, on a fixed schedule, for as long as it is wanted;
+        every fast interval while its verdict is settling."""
         interval = target.spec.interval
         await asyncio.sleep(self._rng.uniform(0, interval))
         due = self._clock()
@@ -202,7 +203,8 @@ class HealthMonitor:
             if entry is None or entry[0] is not target:
                 return  # replaced or removed while probing
             self._observe(target, result)
-            due += interval
+            settling = self._machines[target.key].settling
+            due += target.spec.fast if settling else interval
             await asyncio.sleep(max(0.0, due - self._clock()))
 
     async def _probe_safely(self, target: CheckTarget) -> ProbeResult:

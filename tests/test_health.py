@@ -4,7 +4,9 @@ scheduling and emitting driven by a scripted probe (no network)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+import re
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
@@ -63,6 +65,11 @@ GOOD = [
     ),
     ("tcp:22 interval=0.1 timeout=0.05", CheckSpec("tcp", port=22, interval=0.1, timeout=0.05)),
     ("http:80/a%20b;c=d:e@f/", CheckSpec("http", port=80, path="/a%20b;c=d:e@f/")),
+    ("tcp:80 fast-interval=0.5", CheckSpec("tcp", port=80, fast_interval=0.5)),
+    (
+        "exec:/bin/check a interval=2 fast-interval=0.1",
+        CheckSpec("exec", command=("/bin/check", "a"), interval=2.0, fast_interval=0.1),
+    ),
 ]
 
 
@@ -211,6 +218,8 @@ _TOKENS = st.sampled_from(
         "interval=2",
         "timeout=0.2",
         "timeout=5",
+        "fast-interval=0.1",
+        "fast-interval=1.5",
         "rise=1",
         "rise=10",
         "fall=3",
@@ -236,6 +245,7 @@ def test_grammar_like_text_is_a_spec_or_a_check_error(text: str) -> None:
         message = str(exc)
     else:
         assert spec.timeout <= spec.interval
+        assert 0.1 <= spec.fast <= spec.interval
         assert parse_check(render_check(spec), allow_exec=True) == spec
         return
     assert ascii(text[:20])[1:-1] in message
@@ -276,6 +286,52 @@ def verdicts(rise: int, fall: int, results: str) -> str:
 )
 def test_rise_and_fall_boundaries(rise: int, fall: int, results: str, expected: str) -> None:
     assert verdicts(rise, fall, results) == expected
+
+
+@pytest.mark.parametrize(
+    ("interval", "fast"), [(1.0, 0.2), (5.0, 1.0), (0.3, 0.1), (0.1, 0.1), (3600.0, 720.0)]
+)
+def test_the_default_fast_interval_is_a_fifth_of_the_interval(interval: float, fast: float) -> None:
+    spec = CheckSpec("tcp", port=80, interval=interval, timeout=0.05)
+    assert spec.fast == fast
+    assert CheckSpec("tcp", port=80, fast_interval=0.7).fast == 0.7
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("tcp:80 fast-interval=2", "fast-interval 2 is not 0.1 s..interval (1 s)"),
+        ("tcp:80 fast-interval=0.05", "fast-interval 0.05 is not 0.1 s..interval (1 s)"),
+        ("tcp:80 fast-interval=fast", "fast-interval='fast' is not seconds"),
+    ],
+)
+def test_bad_fast_intervals_are_refused_naming_the_value(text: str, why: str) -> None:
+    with pytest.raises(CheckError, match=re.escape(why)):
+        parse_check(text, allow_exec=False)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "results", "settling"),
+    [
+        (None, "", [True]),
+        (None, "+", [True, True]),  # one success of rise 2: still undecided
+        (None, "++", [True, True, False]),
+        (True, "-", [False, True]),  # healthy, one failure: a fall may be coming
+        (True, "-+", [False, True, False]),
+        (True, "--", [False, True, False]),  # fell: settled again
+        (False, "+", [False, True]),
+        (False, "+-", [False, True, False]),
+    ],
+)
+def test_settling_while_a_verdict_may_change(
+    verdict: bool | None, results: str, settling: list[bool]
+) -> None:
+    machine = Hysteresis(2, 2, verdict)
+    seen = [machine.settling]
+    for r in results:
+        machine.observe(r == "+")
+        seen.append(machine.settling)
+    assert seen == settling
 
 
 def test_a_carried_verdict_needs_fall_failures_to_change() -> None:
@@ -505,3 +561,44 @@ def test_every_example_in_docs_health_md_parses() -> None:
     assert len(examples) >= 5
     for text in examples:
         assert parse_check(text, allow_exec=True).interval >= 0.1
+
+
+class _NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def test_settling_verdicts_are_probed_at_the_fast_interval() -> None:
+    """interval 1 s, fast 0.1 s: while a verdict may change the next probe comes 0.1 s
+    later, otherwise 1 s (the upper bound leaves 0.4 s for a loaded machine)."""
+    starts: list[tuple[float, bool]] = []
+    healthy = [True]
+    loop_time: list[Callable[[], float]] = []
+
+    async def probe(t: CheckTarget) -> ProbeResult:
+        starts.append((loop_time[0](), healthy[0]))
+        return ProbeResult(healthy[0], "scripted")
+
+    events: list[HealthChanged] = []
+    monitor = HealthMonitor(events.append, probe=probe, rng=_NoJitter())
+    spec = CheckSpec("tcp", port=80, interval=1.0, timeout=0.05, fast_interval=0.1)
+    monitor.set_targets([CheckTarget(("test", "a"), ip_address("127.0.0.1"), spec)])
+
+    async def main() -> None:
+        loop_time.append(asyncio.get_running_loop().time)
+        runner = asyncio.create_task(monitor.run())
+        await until(lambda: len(events) == 1)  # rise 2: up after probes 1 and 2
+        await until(lambda: len(starts) == 3)  # steady: probe 3 a full interval later
+        healthy[0] = False
+        await until(lambda: len(events) == 2)  # fall 2: probes 4 and 5
+        await until(lambda: len(starts) == 6)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(starts)]
+    fast, steady = [gaps[0], gaps[3]], [gaps[1], gaps[2], gaps[4]]
+    # probes keep a fixed schedule, so one gap may be a little under its slot length
+    assert all(0.09 <= g < 0.5 for g in fast), gaps
+    assert all(g >= 0.95 for g in steady), gaps
+    assert [e.healthy for e in events] == [True, False]
