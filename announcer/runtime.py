@@ -133,7 +133,8 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self._heartbeat: int | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.held_withdraws = 0
-        self._announced_at: dict[Prefix, float] = {}
+        self._announced_at: dict[Prefix, float] = {}  # for ECHO_WINDOW, pruned by _tick
+        self._announces_pruned = 0.0
         self._echo: dict[Command, float] = {}
         self.world = World()
         self.table = AnnouncedTable()
@@ -426,6 +427,16 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         log.warning("exabgp_rib_drift prefixes=%d example=%s action=repair", len(drift), drift[0])
         self._full_reconcile()
 
+    def _forget_old_announces(self) -> None:
+        """Drop announce times past the echo window (100k of them hold ~10 MB): one O(n)
+        pass when the oldest is stale, at most once per window."""
+        now = time.monotonic()
+        if now - self._announces_pruned < ECHO_WINDOW:
+            return
+        self._announces_pruned = now
+        cutoff = now - ECHO_WINDOW
+        self._announced_at = {p: t for p, t in self._announced_at.items() if t > cutoff}
+
     def _echo_withdraws(self) -> None:
         """Re-send withdraws of prefixes that flapped, if they are still not announced."""
         now = time.monotonic()
@@ -438,6 +449,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
 
     def _tick(self) -> None:
         self._echo_withdraws()
+        self._forget_old_announces()
         self._beat()
         self._check_channel()
         changed = self.drains.poll_maintenance(

@@ -58,7 +58,9 @@ class World:
     health: dict[InstanceKey, bool | None] = field(default_factory=dict)
     # Incremental reconcile: route events mark their prefix dirty; anything else (links,
     # addresses, instances, drains, health, a snapshot) may touch any prefix: all dirty.
-    by_prefix: dict[Prefix, set[RouteKey]] = field(default_factory=dict)
+    # Tuples, not sets: nearly every prefix has one route, and a 1-tuple is a quarter of an
+    # empty set's size (100k routes: 27 MB less). The keys are the ``routes`` dict's own.
+    by_prefix: dict[Prefix, tuple[RouteKey, ...]] = field(default_factory=dict)
     dirty: set[Prefix] = field(default_factory=set)
     dirty_all: bool = True
 
@@ -81,14 +83,9 @@ class World:
                 self.addresses = {addr.key: addr for addr in event.addresses}
                 self.kernel_synced = True
             case RouteAdded(route):
-                self.routes[route.key] = route
-                self.by_prefix.setdefault(route.prefix, set()).add(route.key)
+                self._add_route(route)
             case RouteRemoved(route):
-                if self.routes.pop(route.key, None) is not None:
-                    keys = self.by_prefix.get(route.prefix, set())
-                    keys.discard(route.key)
-                    if not keys:
-                        self.by_prefix.pop(route.prefix, None)
+                self._remove_route(route)
             case LinkChanged(link):
                 self.links[link.index] = link
             case LinkRemoved(index):
@@ -119,6 +116,21 @@ class World:
             case _:
                 assert_never(event)
 
+    def _add_route(self, route: KernelRoute) -> None:
+        key = route.key
+        if key not in self.routes:  # else replaced: by_prefix already has the key
+            self.by_prefix[route.prefix] = (*self.by_prefix.get(route.prefix, ()), key)
+        self.routes[key] = route
+
+    def _remove_route(self, route: KernelRoute) -> None:
+        key = route.key
+        if self.routes.pop(key, None) is not None:
+            keys = tuple(k for k in self.by_prefix.get(route.prefix, ()) if k != key)
+            if keys:
+                self.by_prefix[route.prefix] = keys
+            else:
+                self.by_prefix.pop(route.prefix, None)
+
     def _heard_from(self, source: str) -> None:
         status = self.sources.setdefault(source, SourceStatus())
         status.lost_since = None
@@ -133,9 +145,10 @@ class World:
         self.addresses = {k: a for k, a in self.addresses.items() if a.index != index}
 
     def _index(self) -> None:
-        self.by_prefix = {}
+        by_prefix: dict[Prefix, list[RouteKey]] = {}
         for key, route in self.routes.items():
-            self.by_prefix.setdefault(route.prefix, set()).add(key)
+            by_prefix.setdefault(route.prefix, []).append(key)
+        self.by_prefix = {prefix: tuple(keys) for prefix, keys in by_prefix.items()}
 
     def link_name(self, index: int | None) -> str | None:
         link = self.links.get(index) if index is not None else None

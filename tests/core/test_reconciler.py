@@ -80,3 +80,22 @@ def test_a_route_change_is_decided_alone() -> None:
     assert not second.full
     assert list(second.decided) == [ip_network("10.200.0.1/32")]
     assert len(second.commands) == 1
+
+
+@given(st.lists(events, min_size=1, max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_the_prefix_index_always_matches_the_routes(batches: list[list[object]]) -> None:
+    """by_prefix (what incremental steps read) names each route of a prefix exactly once,
+    whatever order routes are added, replaced, removed, or the links change in."""
+    world = World()
+    world.apply(KernelSnapshot((), LINKS, ()))
+    for batch in batches:
+        for event in batch:
+            world.apply(event)  # type: ignore[arg-type]
+            expected: dict[object, list[object]] = {}
+            for key, route in world.routes.items():
+                expected.setdefault(route.prefix, []).append(key)
+            assert {p: sorted(k, key=str) for p, k in world.by_prefix.items()} == {
+                p: sorted(k, key=str) for p, k in expected.items()
+            }
+            assert all(len(set(k)) == len(k) for k in world.by_prefix.values())
