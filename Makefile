@@ -38,11 +38,11 @@ $(EXABGP4_VENV)/.installed:
 venv-exabgp4: $(EXABGP4_VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check announcer tests
+	$(VENV)/bin/ruff check announcer tests bench
 	$(VENV)/bin/mypy
 
 test: system venv venv-exabgp4
-	$(VENV)/bin/ruff check announcer tests
+	$(VENV)/bin/ruff check announcer tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import failover, micro
+from bench import exabgp_profile, failover, micro
 from bench.measure import block, burst, churn, latency, loadavg, resync, startup
 from bench.nl import wait_until
 from bench.setups import REPO, AnnouncerTool, BirdTool, FrrTool, Lab, Tool, lab
@@ -138,15 +138,15 @@ def _brief(lat: dict[str, Any]) -> str:
     )
 
 
-def run_probed(name: str, plan: Plan, work: Path, env: dict[str, str], group: int,
+def run_probed(name: str, plan: Plan, work: Path, env: dict[str, str],
                bursts: tuple[int, ...], trials: int, do_churn: bool) -> dict[str, Any]:  # fmt: skip
     """The announcer through bench/probe.py: per-stage breakdown, levers, churn."""
-    report: dict[str, Any] = {"exabgp_env": env, "group_per_line": group or 1}
+    report: dict[str, Any] = {"exabgp_env": env}
     probe_log = work / name / "probe.log"
     _log(f"{name}: lab up")
     with lab(work / name) as lab_:
         tool = AnnouncerTool(name, lab_.host, work / name / "tool", env=env,
-                             probe_log=probe_log, group=group)  # fmt: skip
+                             probe_log=probe_log)  # fmt: skip
         tool.start()
         try:
             lab_.wait_session(60)
@@ -245,6 +245,10 @@ def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, An
         )  # fmt: skip
     if wanted("levers"):
         report["announcer_levers"] = levers(plan, work)
+    if wanted("exabgp"):
+        _log("ExaBGP profile")
+        report["exabgp_profile"] = _attempt("exabgp", lambda: exabgp_profile.run(
+            work / "exabgp", plan.lever_burst, 5 if plan.quick else 15))  # fmt: skip
     if wanted("failover"):
         _log("health failover")
         report["health_failover"] = failover.run(work / "failover", 1 if plan.quick else 3)
@@ -300,22 +304,27 @@ def _rss_100k(tools: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+SPEED = {"exabgp.reactor.speed": "0.1"}
+LOG_OFF = {"exabgp.log.processes": "false"}
+
+
 def levers(plan: Plan, work: Path) -> dict[str, Any]:
-    """ExaBGP's levers and the grouping prototype, each in its own lab, through the probe."""
+    """ExaBGP's own levers on the announcer as shipped (which already groups bursts), each
+    in its own lab, through the probe. The shipped env sets none of them."""
     big = (plan.lever_burst,)
-    variants: list[tuple[str, dict[str, str], int, tuple[int, ...], int, bool]] = [
-        ("probe-default", {}, 0, big, plan.lever_trials, True),
-        ("reactor-speed-0.1", {"exabgp.reactor.speed": "0.1"}, 0, big, plan.lever_trials, False),
-        ("group-200", {}, 200, big, 0, False),
-        ("group-200+speed-0.1", {"exabgp.reactor.speed": "0.1"}, 200,
+    variants: list[tuple[str, dict[str, str], tuple[int, ...], int, bool]] = [
+        ("shipped", {}, big, plan.lever_trials, True),
+        ("reactor-speed-0.1", SPEED, big, plan.lever_trials, False),
+        ("log-processes-off", LOG_OFF, big, 0, False),
+        ("speed-0.1+log-off", {**SPEED, **LOG_OFF},
          big if plan.quick else (*big, 100_000), 0, False),
     ]  # fmt: skip
     if plan.quick:  # the shipped path (stages, churn) and the best lever combination
         variants = [variants[0], variants[-1]]
     out: dict[str, Any] = {}
-    for name, env, group, bursts, trials, do_churn in variants:
-        out[name] = _attempt(name, lambda n=name, e=env, g=group, b=bursts, t=trials, c=do_churn:
-                             run_probed(n, plan, work, e, g, b, t, c))  # fmt: skip
+    for name, env, bursts, trials, do_churn in variants:
+        out[name] = _attempt(name, lambda n=name, e=env, b=bursts, t=trials, c=do_churn:
+                             run_probed(n, plan, work, e, b, t, c))  # fmt: skip
     return out
 
 

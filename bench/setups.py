@@ -104,7 +104,6 @@ class AnnouncerTool(Tool):
 
     env: dict[str, str] = field(default_factory=dict)
     probe_log: Path | None = None
-    group: int = 0  # prototype: prefixes per API line (0: the announcer as shipped)
     exabgp: ExaBGPProcess | None = None
 
     def config_text(self) -> str:
@@ -129,7 +128,6 @@ class AnnouncerTool(Tool):
         env = {"exabgp.api.terminate": "true", "PYTHONPATH": str(REPO), **self.env}
         if self.probe_log is not None:
             env["BENCH_PROBE_LOG"] = str(self.probe_log)
-            env["BENCH_GROUP"] = str(self.group)
         self.started_at = time.monotonic()
         self.exabgp = ExaBGPProcess.start(self.ns, self.workdir / "exabgp", conf, env=env)
 

@@ -11,7 +11,6 @@ from ipaddress import IPv4Address
 import pytest
 
 from bench.nl import RTM_DELROUTE, RTM_NEWROUTE, parse_route_events, route_message
-from bench.probe import group_lines
 from bench.stages import Trial, breakdown, event_to_command, pace, parse_probe
 from bench.stats import cdf, percentile, ratios, render_table, summarize, table_rows
 from bench.wire import BgpStream, parse_frame, parse_update
@@ -142,24 +141,6 @@ def test_netlink_route_messages_round_trip_through_the_event_parser() -> None:
     assert parse_route_events(added + removed, 1.5) == [
         (1.5, True, int(prefix)),
         (1.5, False, int(prefix)),
-    ]
-
-
-def test_grouping_prototype_groups_plain_runs_and_keeps_everything_else() -> None:
-    lines = [
-        "announce route 10.0.0.1/32 next-hop self",
-        "announce route 10.0.0.2/32 next-hop self",
-        "announce route 10.0.0.3/32 next-hop self",
-        "withdraw route 10.0.0.4/32",
-        "announce route 10.0.0.5/32 next-hop self med 5",
-        "version",
-    ]
-    assert group_lines(lines, 2) == [
-        ("announce attributes next-hop self nlri 10.0.0.1/32 10.0.0.2/32", 2),
-        ("announce route 10.0.0.3/32 next-hop self", 1),
-        ("withdraw route 10.0.0.4/32", 1),
-        ("announce route 10.0.0.5/32 next-hop self med 5", 1),
-        ("version", 1),
     ]
 
 
