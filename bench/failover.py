@@ -195,8 +195,8 @@ def run(work: Path, trials: int, only: tuple[str, ...] = ()) -> dict[str, Any]:
     if mine.get("median") and theirs.get("median"):
         out["speedup_vs_healthcheck_defaults"] = round(theirs["median"] / mine["median"], 1)
     out["settings"] = {
-        "announcer_defaults": "tcp:8080 (interval 1 s, timeout 1 s, rise 2, fall 2)",
-        "announcer_fast": "tcp:8080 interval=0.2 timeout=0.2 (rise 2, fall 2)",
+        "announcer_defaults": "tcp:8080 (interval 1, fast-interval 0.2, timeout 1, rise/fall 2)",
+        "announcer_fast": "tcp:8080 interval=0.2 timeout=0.2 (fast-interval 0.1 s, rise 2, fall 2)",
         "exabgp_healthcheck_defaults": "interval 5, fast-interval 1, timeout 5, rise 3, fall 3;"
         " down = re-announce with MED 1000 (not a withdraw)",
         "exabgp_healthcheck_fastest": " ".join(FASTEST_HEALTHCHECK),
