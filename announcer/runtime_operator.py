@@ -53,6 +53,7 @@ class OperatorSurface:
         channel: ExaBGPChannel
         stats: Any
         held_withdraws: int
+        _awaiting_acks: bool
         _stopped: asyncio.Future[int] | None
         _heartbeat: int | None
         _watchdog: subprocess.Popen[bytes] | None
@@ -159,6 +160,6 @@ class OperatorSurface:
             await asyncio.sleep(graceful)  # peers move traffic off while we still announce
             self.reconcile()
         deadline = time.monotonic() + self.config.drain.sigterm_wait_seconds
-        while self.channel.in_flight and time.monotonic() < deadline:
+        while (self.channel.in_flight or self._awaiting_acks) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self.stop(0, "signal_SIGTERM_drained")

@@ -8,6 +8,7 @@ before running the ordinary ``announcer run`` (nothing in announcer/ changes):
   q   a line handed to the channel (ExaBGPChannel.send)
   w   lines written to ExaBGP's pipe (the writer thread's os.write)
   a   replies (``done``/``error``) read from ExaBGP (the reader thread's os.read)
+  gc  a cyclic garbage collection of 1 ms or more: its generation and duration
 
 Each record is one line ``tag monotonic data`` appended to $BENCH_PROBE_LOG. Replies come in
 the order lines were written, so the n-th ``a`` belongs to the n-th line of ``q``.
@@ -15,6 +16,7 @@ the order lines were written, so the n-th ``a`` belongs to the n-th line of ``q`
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -95,7 +97,20 @@ class _OsProxy(types.SimpleNamespace):
         return data
 
 
+_gc_started = [0.0]
+
+
+def _gc(phase: str, info: dict[str, int]) -> None:
+    """Python's cyclic collector: record collections of 1 ms or more (``gc gen seconds``)."""
+    now = time.monotonic()
+    if phase == "start":
+        _gc_started[0] = now
+    elif now - _gc_started[0] >= 0.001:
+        record("gc", f"{info['generation']} {now - _gc_started[0]:.6f}")
+
+
 def install() -> None:
+    gc.callbacks.append(_gc)
     kernel_module.NetlinkSubscription.read = _nl_read  # type: ignore[method-assign]
     runtime.Announcer.reconcile = _reconcile  # type: ignore[method-assign]
     ExaBGPChannel.send = _send  # type: ignore[method-assign]

@@ -174,6 +174,13 @@ def run_probed(name: str, plan: Plan, work: Path, env: dict[str, str],
                 report["churn"]["event_to_command"] = event_to_command(log, changes)
                 reconciles = [(e - s) * 1000 for s, e in log.reconciles if s >= changes[0][2]]
                 report["churn"]["reconcile_ms"] = summarize(reconciles)
+                pauses = [(g, s * 1000) for t, g, s in log.gc_pauses if t >= changes[0][2]]
+                longest = max((p for _, p in pauses), default=0.0)
+                report["churn"]["gc_pauses_over_1ms"] = {
+                    "count": len(pauses), "max_ms": round(longest, 1),
+                    "total_ms": round(sum(p for _, p in pauses), 1),
+                    "generation_2": sum(1 for g, _ in pauses if g == 2),
+                }  # fmt: skip
                 _log(f"{name}: churn {report['churn']}")
         finally:
             tool.stop()

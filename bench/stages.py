@@ -22,6 +22,7 @@ class ProbeLog:
     written_at: list[float] = field(default_factory=list)  # per queued line index
     acked_at: list[float] = field(default_factory=list)  # per line index
     reconciles: list[tuple[float, float]] = field(default_factory=list)
+    gc_pauses: list[tuple[float, int, float]] = field(default_factory=list)  # (t, gen, s)
 
 
 def parse_probe(lines: Iterable[str]) -> ProbeLog:
@@ -42,6 +43,9 @@ def parse_probe(lines: Iterable[str]) -> ProbeLog:
             log.written_at.extend([when] * int(data or 0))
         elif tag == "a":
             log.acked_at.extend([when] * int(data or 0))
+        elif tag == "gc":
+            generation, _, seconds = data.partition(" ")
+            log.gc_pauses.append((when, int(generation), float(seconds)))
         elif tag == "rs":
             started = when
         elif tag == "re" and started is not None:

@@ -152,8 +152,10 @@ def test_probe_log_gives_a_per_stage_breakdown_and_event_to_command_times() -> N
         "re 10.0021 ",
         "w 10.0030 1",
         "a 10.0050 1",
+        "gc 10.0060 2 0.012500",
         "garbage",
     ])  # fmt: skip
+    assert log.gc_pauses == [(10.006, 2, 0.0125)]
     trial = Trial("10.0.0.1", "announce", 10.0, wire=10.0070, fib=10.0670)
     result = breakdown(log, [trial])
     stages = result["announce"]

@@ -49,12 +49,14 @@ class ExaBGPChannel:
         on_message: Callable[[Message], None],
         on_eof: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._stdin = stdin
         self._stdout = stdout
         self._on_message = on_message
         self._on_eof = on_eof
         self._clock = clock
+        self._on_idle = on_idle  # called when the last line in flight has been answered
         self._pending: deque[_Pending] = deque()  # written, waiting for their reply
         self._unsent: deque[_Pending] = deque()  # held back by the query barrier
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -123,6 +125,8 @@ class ExaBGPChannel:
             if not pending.future.done():
                 pending.future.set_result(Reply(message.ok, pending.output))
             self._pump()
+            if not self.in_flight and self._on_idle is not None:
+                self._on_idle()
             return
         if isinstance(message, Text) and self._pending and self._pending[0].query:
             self._pending[0].output.append(message.text)

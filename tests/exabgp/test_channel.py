@@ -86,6 +86,32 @@ def test_a_query_waits_for_route_commands_in_flight() -> None:
     asyncio.run(scenario())
 
 
+def test_on_idle_fires_once_when_the_last_line_in_flight_is_answered() -> None:
+    async def scenario() -> None:
+        pipes = Pipes()
+        idle: list[int] = []
+        channel = ExaBGPChannel(pipes.stdin, pipes.stdout, lambda m: None, lambda: None,
+                                on_idle=lambda: idle.append(channel.in_flight))  # fmt: skip
+        channel.start(asyncio.get_running_loop())
+        first = channel.send("announce route 10.0.0.1/32 next-hop self")
+        second = channel.send("announce route 10.0.0.2/32 next-hop self")
+        show = channel.send("show adj-rib out", query=True)
+        assert pipes.read_lines(2)
+        pipes.reply("done")
+        await first
+        assert idle == []  # one line and the query still wait
+        pipes.reply("done")
+        await second
+        assert pipes.read_lines(1) == ["show adj-rib out"]
+        assert idle == []
+        pipes.reply("done")
+        await show
+        assert idle == [0]
+        channel.close()
+
+    asyncio.run(scenario())
+
+
 def test_recorded_adj_rib_out_of_exabgp5_parses_completely() -> None:
     lines = (DATA / "exabgp5_adj_rib_out.txt").read_text().splitlines()
     entries, unparsed = parse_adj_rib_out([line for line in lines if line != "done"])

@@ -1,5 +1,6 @@
-"""The withdraw echo's bookkeeping, in process: announce times are kept only for the echo
-window, so a large table does not keep one timestamp per prefix forever."""
+"""The runtime's upkeep, in process: announce times are kept only for the withdraw echo's
+window, and the periodic adj-rib-out check stays cheap (ExaBGP runs no route command while
+it prints its adj-rib-out)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,21 @@ class Clock:
         return self.now
 
 
-def test_announce_times_are_forgotten_after_the_echo_window(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def make(tmp_path: Path, **exabgp: object) -> runtime.Announcer:
     config = Config.model_validate(
         {
             "control": {"socket": str(tmp_path / "c.sock"), "state_directory": str(tmp_path)},
             "drain": {"maintenance_file": str(tmp_path / "maintenance")},
+            "exabgp": exabgp,
         }
     )
-    announcer = runtime.Announcer(config, io.BytesIO(), io.BytesIO(), sources=[])
+    return runtime.Announcer(config, io.BytesIO(), io.BytesIO(), sources=[])
+
+
+def test_announce_times_are_forgotten_after_the_echo_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    announcer = make(tmp_path)
     clock = Clock()
     monkeypatch.setattr(runtime.time, "monotonic", clock)
     sent: list[str] = []
@@ -56,3 +62,24 @@ def test_announce_times_are_forgotten_after_the_echo_window(
 class _Done:
     def add_done_callback(self, callback: object) -> None:
         pass
+
+
+def test_the_rib_check_skips_big_tables_and_spaces_itself_by_its_cost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    announcer = make(tmp_path, verify_max_routes=3)
+    prefixes = [IPv4Network((0x0A000000 + i, 32)) for i in range(4)]
+    for prefix in prefixes[:3]:
+        announcer.table.record(Announce(Announcement(prefix)))
+    assert announcer._verify_due(100.0)
+    announcer.table.record(Announce(Announcement(prefixes[3])))
+    with caplog.at_level("INFO"):
+        assert not announcer._verify_due(100.0)
+        assert not announcer._verify_due(200.0)
+    skipped = [r for r in caplog.records if "exabgp_rib_check_skipped" in r.getMessage()]
+    assert len(skipped) == 1  # said once, not every interval
+    assert "routes=4 verify_max_routes=3" in skipped[0].getMessage()
+    announcer.table.record(Withdraw(prefixes[3]))
+    announcer._verify_not_before = 150.0  # the last check took 1 s at t=100: 50x apart
+    assert not announcer._verify_due(149.0)
+    assert announcer._verify_due(150.0)
