@@ -65,6 +65,7 @@ log = logging.getLogger("announcer")
 LOG_EACH_COMMAND_UP_TO = 50
 ECHO_WINDOW = 5.0  # a withdraw this soon after the announce is sent again ...
 ECHO_DELAY = 1.0  # ... this much later
+SEND_WINDOW = 8  # lines ExaBGP may have unanswered before changes are held and batched
 VERIFY_COST_FACTOR = 50  # adj-rib-out checks at least 50x their own duration apart
 RETRY_MIN_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
@@ -300,11 +301,11 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self._reconcile_handle = None
         if not self.ready():
             return
-        if self.channel.in_flight:
-            # One batch in flight at a time: changes that arrive while ExaBGP works on the
-            # last batch pile up (the world only marks them dirty) and go out together when
-            # it has answered, grouped (render_batches). A lone change on a quiet channel
-            # goes at once. Without this a burst left one short line per netlink read.
+        if self.channel.in_flight >= SEND_WINDOW:
+            # ExaBGP is behind: changes that arrive meanwhile pile up (the world only marks
+            # them dirty) and go out together once it has answered everything, grouped
+            # (render_batches). Below the window a change goes at once, so a steady trickle
+            # is not delayed. Without this a burst left one short line per netlink read.
             self._awaiting_acks = True
             return
         self._awaiting_acks = False
