@@ -138,7 +138,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
         self._announced_at: dict[Prefix, float] = {}  # for ECHO_WINDOW, pruned by _tick
         self._announces_pruned = 0.0
         self._echo: dict[Command, float] = {}
-        self._awaiting_acks = False  # a reconcile waits for ExaBGP to answer the last batch
+        self._awaiting_acks = False  # a reconcile is held until ExaBGP answered everything
         self._verify_not_before = 0.0
         self._verify_skip_logged = False
         self.world = World()
@@ -473,7 +473,7 @@ class Announcer(KernelSync, OperatorSurface, SourceFeeds):
 
     def _forget_old_announces(self) -> None:
         """Drop announce times past the echo window (100k of them hold ~10 MB): one O(n)
-        pass when the oldest is stale, at most once per window."""
+        pass at most once per window."""
         now = time.monotonic()
         if now - self._announces_pruned < ECHO_WINDOW:
             return
