@@ -63,6 +63,14 @@ def feed(count: int) -> None:
         pass
 
 
+def _conf(count: int) -> str:
+    """ExaBGP's config: the stand-in feeding ``count`` routes, one neighbor (the FRR peer)."""
+    return (
+        f"process feed {{ run {sys.executable} -m bench.exabgp_profile feed {count}; "
+        "encoder json; }\n" + exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["feed"])
+    )
+
+
 def _wrapper(work: Path, profile: Path) -> str:
     """An executable that runs ExaBGP under cProfile (Python, not sh: dash drops the
     ``exabgp.*`` environment variables, whose names have dots)."""
@@ -82,10 +90,7 @@ def _accepted(link: Any) -> int:
 def profile(work: Path, count: int) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     prof = work / "exabgp.prof"
-    conf = (
-        f"process feed {{ run {sys.executable} -m bench.exabgp_profile feed {count}; "
-        "encoder json; }\n" + exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["feed"])
-    )
+    conf = _conf(count)
     with bgp_link(work) as link:
         exabgp = _wrapper(work, prof)
         exa = ExaBGPProcess.start(link.host, work / "exabgp", conf, exabgp=exabgp, env=REPO_PATH)
@@ -121,10 +126,7 @@ def idle(work: Path, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for speed in ("1.0", "0.1"):
         sub = work / f"idle-{speed}"
-        conf = (
-            f"process feed {{ run {sys.executable} -m bench.exabgp_profile feed 0; "
-            "encoder json; }\n" + exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["feed"])
-        )
+        conf = _conf(0)
         with bgp_link(sub) as link:
             env = {"exabgp.reactor.speed": speed, **REPO_PATH}
             exa = ExaBGPProcess.start(link.host, sub / "exabgp", conf, env=env)
