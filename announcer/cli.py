@@ -1,7 +1,8 @@
-"""Command line: ``announcer run|plan|check -c FILE``. The only place that exits.
+"""Command line: ``announcer run|plan|check|status|drain|undrain``. The only place that
+calls sys.exit.
 
-Exit codes follow sysexits.h: 0 ok, 1 runtime failure, 64 usage, 78 configuration.
-stdout belongs to ExaBGP under ``run``; logs always go to stderr.
+Exit codes follow sysexits.h: 0 ok, 1 runtime failure, 64 usage, 69 unavailable,
+78 configuration. stdout belongs to ExaBGP under ``run``; logs always go to stderr.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from announcer.config import EX_CONFIG, Config, ConfigError, load_config, to_policy
+from announcer.config import EX_CONFIG, Config, ConfigError, load_config
+from announcer.core.decide import decide, desired
 from announcer.core.plan import diff
-from announcer.core.policy import Decision, decide, desired
+from announcer.core.policy import Decision
 from announcer.core.world import World
+from announcer.daemon.convert import to_policy
+from announcer.daemon.logs import FORMATS, setup_logging
 from announcer.exabgp.commands import render
-from announcer.logs import FORMATS, setup_logging
-from announcer.model import Prefix
+from announcer.model import prefix_order
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
-
-
-def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
-    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
 
 
 def plan_report(
@@ -36,8 +35,8 @@ def plan_report(
     policy = to_policy(config)
     decisions = decide(world, policy, now=now)
     want = desired(decisions.values(), policy)
-    lines = [render(c) for c in diff(want, {}, may_withdraw=False)]
-    rows = [_row(decisions[p]) for p in sorted(decisions, key=_sort_key)]
+    lines = [render(c) for c in diff(want, {})]
+    rows = [_row(decisions[p]) for p in sorted(decisions, key=prefix_order)]
     return {"decisions": rows, "sources": sources or {}, "commands": lines}
 
 
@@ -65,13 +64,13 @@ def _cmd_plan(config: Config, as_json: bool) -> int:
     import asyncio
     import time
 
-    from announcer.runtime_sources import build_sources, list_sources
+    from announcer.daemon.feeds import build_sources, list_sources
     from announcer.sources.kernel import dump_kernel  # I/O only when asked
 
     world = World()
     world.apply(dump_kernel())
     timeout = config.lifecycle.sync_timeout_seconds
-    statuses = asyncio.run(list_sources(build_sources(config), world, timeout))
+    statuses = asyncio.run(list_sources(build_sources(config), world, timeout, time.monotonic))
     report = plan_report(config, world, statuses, time.monotonic())
     if as_json:
         print(json.dumps(report, indent=2))
@@ -81,27 +80,65 @@ def _cmd_plan(config: Config, as_json: bool) -> int:
 
 
 def _cmd_run(config: Config, path: str) -> int:
-    from announcer.runtime import run
+    from announcer.daemon.app import run
 
     return run(config, Path(path))
 
 
+DESCRIPTION = """\
+Announce container host routes (/32, /128) into a BGP fabric through ExaBGP.
+
+ExaBGP runs `announcer run` as its API process (see exabgp/exabgp5.conf); the other
+commands are for you: check and dry-run a configuration, ask the running announcer what it
+announces and why, and take prefixes out of rotation without stopping anything."""
+
+EPILOG = """\
+examples:
+  announcer check -c /etc/anycast-announcer/announcer.yaml
+  announcer plan -c /etc/anycast-announcer/announcer.yaml      # what would be announced, and why
+  announcer status -c /etc/anycast-announcer/announcer.yaml    # what is announced now, and why
+  announcer drain -c /etc/anycast-announcer/announcer.yaml --all --mode graceful
+  announcer undrain -c /etc/anycast-announcer/announcer.yaml --all
+
+exit codes: 0 ok, 1 failure, 64 usage, 69 daemon unreachable, 78 configuration error.
+docs: docs/operations.md (runbook), docs/config.md (every key), docs/troubleshooting.md"""
+
+# (name, one line for the list, the command's own description)
 COMMANDS = (
-    ("run", "run as ExaBGP's API process (stdin/stdout are ExaBGP's pipe)"),
-    ("plan", "read every source once; print each prefix with its decision and reason"),
-    ("check", "validate the configuration; exit 0, or 78 naming the problem"),
-    ("status", "ask the running announcer: every prefix, announced or not, and why"),
-    ("drain", "take prefixes (or --all) out of rotation without stopping anything"),
-    ("undrain", "put drained prefixes (or --all) back"),
-)
+    ("run", "run as ExaBGP's API process (started by ExaBGP, not by hand)",
+     "Run as ExaBGP's API process: read ExaBGP's replies and events on stdin, write "
+     "announce/withdraw lines on stdout, log to stderr. ExaBGP starts it (the `run` line of "
+     "exabgp/exabgp5.conf); started by hand it waits for ExaBGP's answers."),
+    ("plan", "read every source once; print each prefix with its decision and reason",
+     "Read the kernel and every enabled lifecycle source once, and print every prefix with "
+     "its decision, its reason and the sources behind it, then the exact ExaBGP lines a "
+     "fresh start would send. Changes nothing."),
+    ("check", "validate the configuration; exit 0, or 78 naming the problem",
+     "Validate the configuration file: exit 0, or 78 with every problem named by file, key "
+     "and value. Probes nothing."),
+    ("status", "ask the running announcer: every prefix, announced or not, and why",
+     "Ask the running announcer over its control socket (root only): every prefix, whether "
+     "it is announced, why, since when, and from which sources; drains, sources, neighbors."),
+    ("drain", "take prefixes (or --all) out of rotation without stopping anything",
+     "Take prefixes (or --all) out of rotation: withdraw them, or with --mode graceful first "
+     "announce them with GRACEFUL_SHUTDOWN (65535:0) so peers move traffic away, then "
+     "withdraw. Persisted across restarts until undrained or --for runs out."),
+    ("undrain", "put drained prefixes (or --all) back",
+     "Put drained prefixes (or --all) back into rotation (a maintenance file still drains)."),
+)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="announcer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in COMMANDS:
-        cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    parser = argparse.ArgumentParser(
+        prog="announcer",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary, text in COMMANDS:
+        cmd = sub.add_parser(name, help=summary, description=text)
+        cmd.add_argument("-c", "--config", required=True, help="the YAML configuration file")
         cmd.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )
@@ -115,7 +152,9 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--all", action="store_true", help="every prefix")
         if name == "drain":
             cmd.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 90s, 10m, 2h")
-            cmd.add_argument("--mode", choices=["withdraw", "graceful"], help="default: config")
+            cmd.add_argument(
+                "--mode", choices=["withdraw", "graceful"], help="default: drain.mode of the config"
+            )
     return parser
 
 
@@ -132,8 +171,8 @@ def parse_duration(text: str) -> float:
 
 
 def _cmd_control(config: Config, args: argparse.Namespace) -> int:
-    from announcer.control import ControlError, request
-    from announcer.status import render_table
+    from announcer.daemon.control import ControlError, request
+    from announcer.daemon.status import render_table
 
     payload: dict[str, Any] = {"command": args.command}
     if args.command in ("drain", "undrain"):

@@ -1,23 +1,23 @@
 """Configuration: YAML parsed once into frozen pydantic models.
 
 Validation is pure (no probing of interfaces or sockets). Unknown keys are rejected and
-every error names the file, the key and the offending value. :func:`to_policy` converts
-the models into the core's plain policy object, so ``announcer/core`` never sees pydantic.
+every error names the file, the key and the offending value.
+:mod:`announcer.daemon.convert` turns the models into the core's plain objects, so
+``announcer/core`` never sees pydantic (and this module knows nothing of the core).
 """
 
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from announcer.core.policy import Policy
-from announcer.labels import LabelError, parse_community_text, parse_large_community_text
-from announcer.model import Attributes, Community, LargeCommunity, NextHop, Prefix
+from announcer.model import Attributes, Community, LargeCommunity, Prefix
+from announcer.spec.labels import LabelError, parse_community_text, parse_large_community_text
 
 # iproute2's /etc/iproute2/rt_protos and rt_tables names, so configs can say "boot" or "main".
 ROUTE_PROTOCOLS: dict[str, int] = {
@@ -303,26 +303,18 @@ def load_config(path: str | Path) -> Config:
     return parse_config(document, str(path))
 
 
-def _next_hop(value: Literal["self"] | IPv4Address | IPv6Address) -> NextHop:
-    return value if value == "self" else ip_address(value)
+# Sections whose change needs a restart; the rest (policy, exabgp, lifecycle, drain, guard)
+# apply live.
+RESTART_SECTIONS = ("kernel", "docker", "marathon", "files", "control", "damping", "metrics")
 
 
-def to_policy(config: Config) -> Policy:
-    """The core's view of the configuration."""
-    return Policy(
-        tables=frozenset(config.kernel.tables),
-        interfaces=config.kernel.interfaces,
-        protocols=frozenset(config.kernel.protocols),
-        address_interfaces=config.kernel.address_interfaces,
-        allow=config.policy.networks(),
-        max_routes=config.policy.max_routes,
-        next_hop=_next_hop(config.exabgp.next_hop),
-        attributes=config.policy.attributes.to_attributes(),
-        neighbors=frozenset(config.exabgp.neighbors),
-        local_as=config.exabgp.local_as,
-        stale_after=config.lifecycle.stale_after_seconds,
-        require_instance=config.lifecycle.require_instance,
-    )
+def reloaded(running: Config, edited: Config) -> tuple[Config, list[str]]:
+    """The configuration to run after an edit: the edit, except sections that need a
+    restart, which keep their running values (and are named)."""
+    restart = [k for k in RESTART_SECTIONS if getattr(edited, k) != getattr(running, k)]
+    if restart:
+        edited = edited.model_copy(update={k: getattr(running, k) for k in restart})
+    return edited, restart
 
 
 __all__ = [
@@ -333,5 +325,5 @@ __all__ = [
     "parse_community",
     "parse_config",
     "parse_large_community",
-    "to_policy",
+    "reloaded",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from announcer.labels import ServiceSpec
 from announcer.model import IPAddress, Prefix
+from announcer.spec.labels import ServiceSpec
 
 # Kernel constants (linux/rtnetlink.h, linux/if.h) the core needs to name.
 RTN_UNICAST = 1

@@ -8,6 +8,7 @@ Constructors validate ranges, so an out-of-range value cannot exist.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal
 
@@ -17,6 +18,48 @@ NextHop = Literal["self"] | IPv4Address | IPv6Address
 
 UINT16_MAX = 0xFFFF
 UINT32_MAX = 0xFFFFFFFF
+
+
+class Reason(StrEnum):
+    """Why a prefix is, or is not, announced: one stable word per rule.
+
+    Logs, ``announcer plan``, ``announcer status`` and the metrics print these words, so
+    the values never change; docs/design.md's decision table lists every one (a test
+    checks it).
+    """
+
+    # announced
+    HOST_ROUTE = "host_route"  # a kernel host route on a selected device
+    LOCAL_ADDRESS = "local_address"  # a /32 or /128 address on an address_interfaces device
+    DRAINING = "draining"  # a graceful drain: announced with GRACEFUL_SHUTDOWN, then withdrawn
+    # withheld by the kernel rules, in the order they are checked
+    NOT_HOST_PREFIX = "not_host_prefix"
+    MARTIAN = "martian"
+    TABLE_NOT_SELECTED = "table_not_selected"
+    PROTOCOL_NOT_SELECTED = "protocol_not_selected"
+    MULTIPATH_ROUTE = "multipath_route"
+    NO_INTERFACE = "no_interface"
+    INTERFACE_NOT_SELECTED = "interface_not_selected"
+    ROUTE_HAS_GATEWAY = "route_has_gateway"
+    LINK_DOWN = "link_down"
+    PREFIX_NOT_ALLOWED = "prefix_not_allowed"
+    MAX_ROUTES_EXCEEDED = "max_routes_exceeded"
+    # withheld by the instances that claim the prefix
+    INSTANCE_STOPPING = "instance_stopping"
+    INSTANCE_UNHEALTHY = "instance_unhealthy"
+    CHECK_FAILING = "check_failing"
+    CHECK_PENDING = "check_pending"
+    LABEL_INVALID = "label_invalid"
+    INSTANCE_STARTING = "instance_starting"
+    INSTANCE_STOPPED = "instance_stopped"
+    NO_INSTANCE = "no_instance"  # lifecycle.require_instance and nobody claims it
+    NO_KERNEL_ROUTE = "no_kernel_route"  # claimed, but no route or address in the kernel
+    # withheld by an operator or a safety net
+    DRAINED = "drained"
+    DAMPED = "damped"
+    WITHDRAW_HELD = "withdraw_held"  # a mass withdraw held while a lifecycle source is lost
+    # in logs only: a command for a prefix the world no longer mentions
+    NOT_OBSERVED = "not_observed"
 
 
 def quote(value: str, limit: int = 60) -> str:
@@ -35,6 +78,11 @@ def host_prefix(address: IPAddress) -> Prefix:
 
 def is_host_prefix(prefix: Prefix) -> bool:
     return prefix.prefixlen == prefix.max_prefixlen
+
+
+def prefix_order(prefix: Prefix) -> tuple[int, int, int]:
+    """Sort key: IPv4 before IPv6, then by address, then by length."""
+    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
 
 
 def _check_range(name: str, value: int, high: int) -> None:

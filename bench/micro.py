@@ -22,6 +22,7 @@ from announcer.core.plan import AnnouncedTable
 from announcer.core.policy import Policy
 from announcer.core.reconciler import Reconciler
 from announcer.core.world import World
+from announcer.daemon.convert import to_damping
 from announcer.events import (
     IFF_LOWER_UP,
     IFF_UP,
@@ -31,7 +32,6 @@ from announcer.events import (
     RouteAdded,
     RouteRemoved,
 )
-from announcer.runtime import damping_params
 
 OIF = 7
 POLICY = Policy(allow=(IPv4Network("10.0.0.0/8"),), max_routes=10_000_000)
@@ -48,7 +48,7 @@ def _setup(size: int, withdrawn_history: int = 0) -> tuple[World, AnnouncedTable
     total = size + withdrawn_history
     world.apply(KernelSnapshot(tuple(_route(i) for i in range(total)), link, ()))
     table = AnnouncedTable(known=True)
-    reconciler = Reconciler(POLICY, Damper(damping_params(Config())))
+    reconciler = Reconciler(POLICY, Damper(to_damping(Config())))
     for command in reconciler.step(world, table, 0.0).commands:
         table.record(command)
     if withdrawn_history:  # these prefixes leave: one withdraw each, remembered by the damper

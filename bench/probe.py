@@ -23,7 +23,8 @@ import time
 import types
 from typing import Any
 
-from announcer import cli, runtime
+from announcer import cli
+from announcer.daemon import app
 from announcer.events import RouteAdded, RouteRemoved
 from announcer.exabgp import channel as channel_module
 from announcer.exabgp.channel import ExaBGPChannel
@@ -59,7 +60,7 @@ def _nl_read(self: Any, max_datagrams: int = 256) -> Any:
 
 # --- reconcile and the channel ------------------------------------------------------
 
-_real_reconcile = runtime.Announcer.reconcile
+_real_reconcile = app.Announcer.reconcile
 
 
 def _reconcile(self: Any) -> None:
@@ -112,7 +113,7 @@ def _gc(phase: str, info: dict[str, int]) -> None:
 def install() -> None:
     gc.callbacks.append(_gc)
     kernel_module.NetlinkSubscription.read = _nl_read  # type: ignore[method-assign]
-    runtime.Announcer.reconcile = _reconcile  # type: ignore[method-assign]
+    app.Announcer.reconcile = _reconcile  # type: ignore[method-assign]
     ExaBGPChannel.send = _send  # type: ignore[method-assign]
     channel_module.os = _OsProxy()  # type: ignore[assignment]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from announcer.config import ConfigError, load_config, parse_config, to_policy
+from announcer.config import ConfigError, load_config, parse_config
+from announcer.daemon.convert import to_policy
 from announcer.model import Community
 
 EXAMPLE = Path(__file__).parent.parent / "exabgp" / "announcer.yaml"

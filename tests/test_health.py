@@ -15,19 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from announcer.health import (
+from announcer.events import HealthObserved
+from announcer.health.hysteresis import Hysteresis
+from announcer.health.monitor import HealthMonitor, ScheduleStats, safe_detail
+from announcer.health.probes import ProbeResult
+from announcer.spec.checks import (
     MAX_DETAIL,
     CheckError,
     CheckSpec,
     CheckTarget,
-    HealthChanged,
-    HealthMonitor,
-    Hysteresis,
-    ProbeResult,
-    ScheduleStats,
     parse_check,
     render_check,
-    safe_detail,
 )
 
 # --------------------------------------------------------------------------- grammar
@@ -411,9 +409,9 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-def scripted() -> tuple[ScriptedProbe, list[HealthChanged], HealthMonitor]:
+def scripted() -> tuple[ScriptedProbe, list[HealthObserved], HealthMonitor]:
     probe = ScriptedProbe()
-    events: list[HealthChanged] = []
+    events: list[HealthObserved] = []
     return probe, events, HealthMonitor(events.append, probe=probe, rng=random.Random(7))
 
 
@@ -430,7 +428,7 @@ def run_with(monitor: HealthMonitor, scenario: Callable[[], object]) -> None:
 
 
 def test_monitor_emits_only_on_verdict_changes(
-    scripted: tuple[ScriptedProbe, list[HealthChanged], HealthMonitor],
+    scripted: tuple[ScriptedProbe, list[HealthObserved], HealthMonitor],
 ) -> None:
     probe, events, monitor = scripted
     a, b = target("a"), target("b", fall=1)
@@ -449,14 +447,14 @@ def test_monitor_emits_only_on_verdict_changes(
 
     run_with(monitor, scenario)
     assert sorted(events[:2], key=lambda e: e.key) == [
-        HealthChanged(a.key, True, "scripted ok\\n (2/2)"),
-        HealthChanged(b.key, False, "scripted down\\n (1/1)"),
+        HealthObserved(a.key, True, "scripted ok\\n (2/2)"),
+        HealthObserved(b.key, False, "scripted down\\n (1/1)"),
     ]
-    assert events[2] == HealthChanged(a.key, False, "scripted down\\n (2/2)")
+    assert events[2] == HealthObserved(a.key, False, "scripted down\\n (2/2)")
 
 
 def test_set_targets_starts_stops_and_restarts(
-    scripted: tuple[ScriptedProbe, list[HealthChanged], HealthMonitor],
+    scripted: tuple[ScriptedProbe, list[HealthObserved], HealthMonitor],
 ) -> None:
     probe, events, monitor = scripted
     a, b = target("a"), target("b")
@@ -487,15 +485,15 @@ def test_set_targets_starts_stops_and_restarts(
 
 
 def test_a_crashing_probe_or_emit_is_a_failure_not_a_dead_monitor(
-    scripted: tuple[ScriptedProbe, list[HealthChanged], HealthMonitor],
+    scripted: tuple[ScriptedProbe, list[HealthObserved], HealthMonitor],
 ) -> None:
     probe, _, _ = scripted
     a, b = target("a", fall=1), target("b", rise=1)
     probe.raise_for.add(a.key)
     probe.healthy[b.key] = True
-    seen: list[HealthChanged] = []
+    seen: list[HealthObserved] = []
 
-    def emit(event: HealthChanged) -> None:
+    def emit(event: HealthObserved) -> None:
         seen.append(event)
         raise RuntimeError("runtime bug")
 
@@ -513,7 +511,7 @@ def test_a_crashing_probe_or_emit_is_a_failure_not_a_dead_monitor(
 
 
 def test_run_cancels_every_check_task_on_exit(
-    scripted: tuple[ScriptedProbe, list[HealthChanged], HealthMonitor],
+    scripted: tuple[ScriptedProbe, list[HealthObserved], HealthMonitor],
 ) -> None:
     probe, _, monitor = scripted
     monitor.set_targets([target(str(i)) for i in range(20)])
@@ -579,7 +577,7 @@ def test_settling_verdicts_are_probed_at_the_fast_interval() -> None:
         starts.append((loop_time[0](), healthy[0]))
         return ProbeResult(healthy[0], "scripted")
 
-    events: list[HealthChanged] = []
+    events: list[HealthObserved] = []
     monitor = HealthMonitor(events.append, probe=probe, rng=_NoJitter())
     spec = CheckSpec("tcp", port=80, interval=1.0, timeout=0.05, fast_interval=0.1)
     monitor.set_targets([CheckTarget(("test", "a"), ip_address("127.0.0.1"), spec)])

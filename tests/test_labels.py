@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from announcer.core.plan import Announce
 from announcer.core.policy import Policy, attributes_for
 from announcer.exabgp.commands import COMMAND_GRAMMAR, render
-from announcer.labels import LabelError, ServiceSpec, parse_labels
 from announcer.model import Announcement, Community, LargeCommunity, host_prefix
+from announcer.spec.labels import LabelError, ServiceSpec, parse_labels
 
 
 def test_a_full_set_of_labels() -> None:

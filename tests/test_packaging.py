@@ -23,9 +23,9 @@ INSTALLED_BIN = "/usr/local/bin/"
 # Modules that import every runtime dependency between them: a dependency missing from
 # pyproject.toml fails here, not on a production host.
 MODULES = (
-    "announcer.cli", "announcer.runtime", "announcer.metrics", "announcer.logs",
+    "announcer.cli", "announcer.daemon.app", "announcer.daemon.metrics", "announcer.daemon.logs",
     "announcer.cni.plugin", "announcer.cni.docker_driver", "announcer.sources.docker",
-    "announcer.sources.marathon", "announcer.sources.kernel", "announcer.health_checks",
+    "announcer.sources.marathon", "announcer.sources.kernel", "announcer.health.probes",
 )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from announcer.watchdog import is_exabgp, watch
+from announcer.daemon.watchdog import is_exabgp, watch
 
 
 def test_only_an_exabgp_command_line_is_recognised(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Set
 from dataclasses import dataclass, field, replace
 
 from announcer.core.policy import Decision
-from announcer.model import Prefix
+from announcer.model import Prefix, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class Damper:
                 self._withdrawn(prefix, now)
             self.wanted[prefix] = decision.announce
             if decision.announce and self.suppressed(prefix, now):
-                result[prefix] = replace(decision, announce=False, reason="damped")
+                result[prefix] = replace(decision, announce=False, reason=Reason.DAMPED)
         candidates = self.wanted.keys() if scope is None else scope & self.wanted.keys()
         for prefix in candidates - decisions.keys():  # gone from the world: a withdraw
             if self.wanted.pop(prefix):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from announcer.model import Announcement, IPAddress, Prefix
+from announcer.model import Announcement, IPAddress, Prefix, prefix_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,36 +45,28 @@ UNKNOWN = Unconfirmed()
 AnnouncedEntry = Announcement | Unconfirmed
 
 
-def _sort_key(prefix: Prefix) -> tuple[int, int, int]:
-    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
-
-
 def diff(
-    desired: Mapping[Prefix, Announcement],
-    announced: Mapping[Prefix, AnnouncedEntry],
-    *,
-    may_withdraw: bool,
+    desired: Mapping[Prefix, Announcement], announced: Mapping[Prefix, AnnouncedEntry]
 ) -> list[Command]:
     """Withdraws first (a peer's max-prefix is never tripped by our ordering), then announces.
 
-    ``may_withdraw`` is False until every source has synced: before that, nothing is
-    withdrawn because of what we have not seen yet.
+    Nothing is diffed before the world is known: that is the sync gate's rule
+    (:mod:`announcer.core.gates`), applied by the reconciler before it calls this.
     """
     withdraws: list[Command] = []
     announces: list[Command] = []
-    for prefix in sorted(desired.keys() - announced.keys(), key=_sort_key):
+    for prefix in sorted(desired.keys() - announced.keys(), key=prefix_order):
         announces.append(Announce(desired[prefix]))
-    for prefix in sorted(announced.keys(), key=_sort_key):
+    for prefix in sorted(announced.keys(), key=prefix_order):
         current = announced[prefix]
         wanted = desired.get(prefix)
         if wanted is None:
-            if may_withdraw:
-                withdraws.append(Withdraw(prefix, current.neighbors))
+            withdraws.append(Withdraw(prefix, current.neighbors))
             continue
         if current == wanted:
             continue
         stale = current.neighbors - wanted.neighbors if wanted.neighbors else frozenset()
-        if stale and may_withdraw:
+        if stale:
             withdraws.append(Withdraw(prefix, stale))
         announces.append(Announce(wanted))
     return withdraws + announces

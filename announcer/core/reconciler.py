@@ -1,22 +1,35 @@
-"""One reconcile step, incremental when it can be: O(changes), not O(table). Pure.
+"""One reconcile step: gates, decisions, damping, diff. Incremental when it can be. Pure.
+
+This is the path production takes from the world to the commands for ExaBGP, and the one
+the hypothesis properties exercise (tests/core/test_reconciler.py, test_gates.py):
+
+1. the sync gate (:mod:`announcer.core.gates`): nothing at all before the world is known;
+2. decide (kernel rules, instance rules, ``max_routes``, drains), then damping;
+3. diff against what ExaBGP was told;
+4. the mass-withdraw hold; a held prefix's decision says ``withdraw_held``.
 
 Route events mark only their prefix dirty (World.take_dirty). When nothing else changed,
-only those prefixes are decided again, damped, diffed. Anything that can touch any prefix
-(a snapshot, a link, an address, an instance, a drain, a health verdict, a deadline, a
-policy change), or a ``max_routes`` cut that may move, makes the step a full one. A
-hypothesis property (tests/core/test_reconciler.py) proves both give the same commands.
+only those prefixes are decided again, damped, diffed: O(changes), not O(table). Anything
+that can touch any prefix (a snapshot, a link, an address, an instance, a drain, a health
+verdict, a deadline, a policy change), or a ``max_routes`` cut that may move, makes the
+step a full one. A property proves both give the same commands.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from announcer.core.damping import Damper
+from announcer.core.decide import decide, desired
+from announcer.core.gates import Guard, Hold, SyncGate, hold_mass_withdraw, sync_gate
 from announcer.core.plan import AnnouncedEntry, AnnouncedTable, Command, diff
-from announcer.core.policy import Decision, Policy, decide, desired
+from announcer.core.policy import Decision, Policy
 from announcer.core.world import World
-from announcer.model import Prefix
+from announcer.model import Prefix, Reason
+
+OPEN = SyncGate(True)
+NOTHING_HELD = Hold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,19 +37,29 @@ class Step:
     commands: list[Command]
     decided: dict[Prefix, Decision]  # what this step (re)decided
     full: bool
+    gate: SyncGate = OPEN
+    hold: Hold = NOTHING_HELD
 
 
 @dataclass
 class Reconciler:
     policy: Policy
     damper: Damper = field(default_factory=Damper)
+    guard: Guard = field(default_factory=Guard)
+    started: float = 0.0  # when the sync gate's timeout began (the announcer's start)
     decisions: dict[Prefix, Decision] = field(default_factory=dict)
     decided_at: dict[Prefix, float] = field(default_factory=dict)  # when each last changed
     capped: bool = False  # some prefix is withheld by max_routes: any change may move the cut
 
+    def gate(self, world: World, table: AnnouncedTable, now: float) -> SyncGate:
+        return sync_gate(world, table.known, self.started, now, self.guard)
+
     def step(
         self, world: World, table: AnnouncedTable, now: float, force_full: bool = False
     ) -> Step:
+        gate = self.gate(world, table, now)
+        if not gate.open:
+            return Step([], {}, full=False, gate=gate)  # changes stay dirty for later
         everything, dirty = world.take_dirty()
         full = (
             everything
@@ -45,30 +68,35 @@ class Reconciler:
             or len(table.entries) + len(dirty) > self.policy.max_routes
         )
         if full:
-            return self._full(world, table, now)
-        fresh = decide(world, self.policy, table.entries.keys(), now, only=dirty)
-        fresh = self.damper.apply(fresh, now, scope=dirty)
-        self._track(fresh, dirty, now)
-        for prefix in dirty:
-            if prefix in fresh:
-                self.decisions[prefix] = fresh[prefix]
-            else:
-                self.decisions.pop(prefix, None)
-        announced = {p: e for p in dirty if (e := table.entries.get(p)) is not None}
-        return Step(self._diff(fresh, announced), fresh, full=False)
-
-    def _full(self, world: World, table: AnnouncedTable, now: float) -> Step:
-        fresh = decide(world, self.policy, table.entries.keys(), now)
-        fresh = self.damper.apply(fresh, now)
-        self._track(fresh, fresh.keys() | self.decisions.keys(), now)
-        self.decisions = fresh
-        self.capped = any(d.reason == "max_routes_exceeded" for d in fresh.values())
-        return Step(self._diff(fresh, table.entries), fresh, full=True)
-
-    def _diff(
-        self, decisions: dict[Prefix, Decision], announced: dict[Prefix, AnnouncedEntry]
-    ) -> list[Command]:
-        return diff(desired(decisions.values(), self.policy), announced, may_withdraw=True)
+            fresh = decide(world, self.policy, table.entries.keys(), now)
+            fresh = self.damper.apply(fresh, now)
+            self.capped = any(d.reason is Reason.MAX_ROUTES_EXCEEDED for d in fresh.values())
+            announced: dict[Prefix, AnnouncedEntry] = table.entries
+            scope: Set[Prefix] = fresh.keys() | self.decisions.keys()
+        else:
+            fresh = decide(world, self.policy, table.entries.keys(), now, only=dirty)
+            fresh = self.damper.apply(fresh, now, scope=dirty)
+            announced = {p: e for p in dirty if (e := table.entries.get(p)) is not None}
+            scope = dirty
+        commands = diff(desired(fresh.values(), self.policy), announced)
+        commands, hold = hold_mass_withdraw(commands, world, len(table.entries), self.guard)
+        for withdraw in hold.withdraws:  # a held prefix is still announced: say why
+            held = fresh.get(withdraw.prefix)
+            fresh[withdraw.prefix] = (
+                Decision(withdraw.prefix, False, Reason.WITHDRAW_HELD)
+                if held is None
+                else replace(held, reason=Reason.WITHDRAW_HELD)
+            )
+        self._track(fresh, scope | fresh.keys(), now)
+        if full:
+            self.decisions = fresh
+        else:
+            for prefix in dirty:
+                if prefix in fresh:
+                    self.decisions[prefix] = fresh[prefix]
+                else:
+                    self.decisions.pop(prefix, None)
+        return Step(commands, fresh, full, gate, hold)
 
     def _track(self, fresh: dict[Prefix, Decision], scope: Set[Prefix], now: float) -> None:
         for prefix in scope:

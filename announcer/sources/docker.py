@@ -39,7 +39,7 @@ from announcer.events import (
 from announcer.model import IPAddress, quote
 from announcer.sources.lifecycle import Clock, Emit, make_instance
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("announcer.sources.docker")
 
 NAME = "docker"
 BACKOFF_MAX_SECONDS = 30.0

@@ -36,7 +36,7 @@ from announcer.events import (
 )
 from announcer.model import IPAddress, Prefix
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("announcer.sources.kernel")
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270

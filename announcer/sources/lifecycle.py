@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from announcer.events import Instance, InstanceState, LifecycleEvent
-from announcer.labels import LabelError, ServiceSpec, parse_labels
 from announcer.model import IPAddress
+from announcer.spec.labels import LabelError, ServiceSpec, parse_labels
 
 Emit = Callable[[LifecycleEvent], None]
 Clock = Callable[[], float]

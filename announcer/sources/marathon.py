@@ -51,7 +51,7 @@ from announcer.sources.marathon_api import (
     task_named,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("announcer.sources.marathon")
 
 Query = list[tuple[str, str | int | float | bool | None]]
 

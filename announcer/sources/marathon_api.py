@@ -5,9 +5,8 @@
 Only tasks whose ``host`` is this agent become instances. A malformed app is reported as a
 :class:`Problem` naming the app and what was wrong; the other apps are read as usual.
 
-:class:`LocalTasks` is the source's memory of this host's tasks: it turns readings and
-events into ``InstanceChanged`` / ``InstanceRemoved`` / ``SourceListed`` and says which
-apps an event asks to re-read (events are cache invalidation, as Marathon's docs advise).
+What the source remembers of this host's tasks, and what it emits, is
+:class:`announcer.sources.marathon.LocalTasks` (which lives with the source).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ipaddress import ip_network
 
 from announcer.core.damping import Damper, DampingParams
-from announcer.core.policy import Decision, Policy, decide, desired, next_change
+from announcer.core.decide import decide, desired, next_change
+from announcer.core.policy import Decision, Policy
 from announcer.core.world import World
 from announcer.events import (
     IFF_LOWER_UP,

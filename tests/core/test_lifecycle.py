@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ipaddress import ip_address, ip_network
 
-from announcer.core.policy import Policy, decide, desired, next_change
+from announcer.core.decide import decide, desired, next_change
+from announcer.core.policy import Policy
 from announcer.core.world import World
 from announcer.events import (
     IFF_LOWER_UP,
@@ -19,8 +20,8 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
-from announcer.labels import ServiceSpec
 from announcer.model import Attributes, Community
+from announcer.spec.labels import ServiceSpec
 
 S = InstanceState
 ANYCAST = ip_network("10.200.0.1/32")

@@ -45,19 +45,19 @@ def apply(announced: dict[Prefix, AnnouncedEntry], commands: list[Announce | Wit
 
 @given(desired_maps)
 def test_diff_of_a_state_with_itself_is_empty(desired: dict[Prefix, Announcement]) -> None:
-    assert diff(desired, dict(desired), may_withdraw=True) == []
+    assert diff(desired, dict(desired)) == []
 
 
 @given(desired_maps, announced_maps)
 def test_applying_the_diff_reaches_the_desired_state(desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]) -> None:
-    commands = diff(desired, announced, may_withdraw=True)
+    commands = diff(desired, announced)
     assert apply(announced, commands) == desired
-    assert diff(desired, apply(announced, commands), may_withdraw=True) == []
+    assert diff(desired, apply(announced, commands)) == []
 
 
 @given(desired_maps, announced_maps)
 def test_withdraws_only_name_announced_prefixes_and_come_first(desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]) -> None:
-    commands = diff(desired, announced, may_withdraw=True)
+    commands = diff(desired, announced)
     kinds = [isinstance(c, Withdraw) for c in commands]
     assert kinds == sorted(kinds, reverse=True)
     for command in commands:
@@ -65,19 +65,12 @@ def test_withdraws_only_name_announced_prefixes_and_come_first(desired: dict[Pre
             assert command.prefix in announced
 
 
-@given(desired_maps, announced_maps)
-def test_nothing_is_withdrawn_before_every_source_synced(desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]) -> None:
-    commands = diff(desired, announced, may_withdraw=False)
-    assert not any(isinstance(c, Withdraw) for c in commands)
-    assert {c.prefix for c in commands} == {p for p in desired if announced.get(p) != desired[p]}
-
-
 @given(desired_maps)
 def test_valid_routes_found_in_exabgp_are_reannounced_never_withdrawn(desired: dict[Prefix, Announcement]) -> None:
     # A respawned announcer loads ExaBGP's adj-rib-out: attributes unknown.
     table = AnnouncedTable()
     table.load([(PEERS[0], p) for p in desired])
-    commands = diff(desired, table.entries, may_withdraw=True)
+    commands = diff(desired, table.entries)
     assert not any(isinstance(c, Withdraw) for c in commands if not desired[c.prefix].neighbors)
     assert {c.prefix for c in commands if isinstance(c, Announce)} == set(desired)
 
@@ -85,7 +78,7 @@ def test_valid_routes_found_in_exabgp_are_reannounced_never_withdrawn(desired: d
 def test_stale_neighbors_are_withdrawn_from_before_the_reannounce() -> None:
     p = IPv4Network("10.0.0.1/32")
     want = Announcement(p, neighbors=frozenset({PEERS[0]}))
-    commands = diff({p: want}, {p: Unconfirmed(frozenset(PEERS))}, may_withdraw=True)
+    commands = diff({p: want}, {p: Unconfirmed(frozenset(PEERS))})
     assert commands == [Withdraw(p, frozenset({PEERS[1]})), Announce(want)]
 
 
@@ -95,8 +88,8 @@ def test_a_failed_command_makes_the_prefix_unknown_so_it_is_retried() -> None:
     table.record(Announce(Announcement(p)))
     table.fail(Announce(Announcement(p)))
     assert table.entries[p] == UNKNOWN
-    assert diff({p: Announcement(p)}, table.entries, may_withdraw=True) == [Announce(Announcement(p))]
-    assert diff({}, table.entries, may_withdraw=True) == [Withdraw(p)]
+    assert diff({p: Announcement(p)}, table.entries) == [Announce(Announcement(p))]
+    assert diff({}, table.entries) == [Withdraw(p)]
 
 
 def test_unknown_is_not_empty() -> None:

@@ -6,7 +6,9 @@ from ipaddress import IPv4Address, ip_network
 
 import pytest
 
-from announcer.core.policy import Policy, decide, desired, is_martian
+from announcer.core.decide import decide, desired
+from announcer.core.eligibility import is_martian
+from announcer.core.policy import Policy
 from announcer.core.world import World
 from announcer.events import (
     IFF_LOWER_UP,

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from announcer.core.damping import Damper, DampingParams
+from announcer.core.decide import decide, desired
 from announcer.core.plan import AnnouncedTable, diff
-from announcer.core.policy import Policy, decide, desired
+from announcer.core.policy import Policy
 from announcer.core.reconciler import Reconciler
 from announcer.core.world import World
 from announcer.events import (
@@ -59,7 +60,7 @@ def test_incremental_steps_equal_full_recomputes(batches: list[list[object]], ma
         for command in reconciler.step(incremental_world, table_a, 0.0).commands:
             table_a.record(command)
         want = desired(decide(full_world, policy, table_b.entries.keys()).values(), policy)
-        for command in diff(want, table_b.entries, may_withdraw=True):
+        for command in diff(want, table_b.entries):
             table_b.record(command)
         assert table_a.entries == table_b.entries
         assert reconciler.decisions == decide(full_world, policy, table_b.entries.keys())

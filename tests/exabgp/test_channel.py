@@ -40,8 +40,8 @@ def test_replies_resolve_commands_in_order_and_text_goes_to_the_query() -> None:
         pipes = Pipes()
         messages: list[Message] = []
         eof = asyncio.Event()
-        channel = ExaBGPChannel(pipes.stdin, pipes.stdout, messages.append, eof.set)
-        channel.start(asyncio.get_running_loop())
+        channel = ExaBGPChannel(pipes.stdin, pipes.stdout)
+        channel.start(asyncio.get_running_loop(), messages.append, eof.set)
         version = channel.send("version", query=True)
         first = channel.send("announce route 10.0.0.1/32 next-hop self")
         second = channel.send("withdraw route 10.0.0.2/32")
@@ -70,8 +70,8 @@ def test_replies_resolve_commands_in_order_and_text_goes_to_the_query() -> None:
 def test_a_query_waits_for_route_commands_in_flight() -> None:
     async def scenario() -> None:
         pipes = Pipes()
-        channel = ExaBGPChannel(pipes.stdin, pipes.stdout, lambda m: None, lambda: None)
-        channel.start(asyncio.get_running_loop())
+        channel = ExaBGPChannel(pipes.stdin, pipes.stdout)
+        channel.start(asyncio.get_running_loop(), lambda m: None, lambda: None)
         route = channel.send("announce route 10.0.0.1/32 next-hop self")
         show = channel.send("show adj-rib out", query=True)
         assert pipes.read_lines(1) == ["announce route 10.0.0.1/32 next-hop self"]
@@ -90,9 +90,11 @@ def test_on_idle_fires_once_when_the_last_line_in_flight_is_answered() -> None:
     async def scenario() -> None:
         pipes = Pipes()
         idle: list[int] = []
-        channel = ExaBGPChannel(pipes.stdin, pipes.stdout, lambda m: None, lambda: None,
-                                on_idle=lambda: idle.append(channel.in_flight))  # fmt: skip
-        channel.start(asyncio.get_running_loop())
+        channel = ExaBGPChannel(pipes.stdin, pipes.stdout)
+        channel.start(
+            asyncio.get_running_loop(), lambda m: None, lambda: None,
+            on_idle=lambda: idle.append(channel.in_flight),
+        )  # fmt: skip
         first = channel.send("announce route 10.0.0.1/32 next-hop self")
         second = channel.send("announce route 10.0.0.2/32 next-hop self")
         show = channel.send("show adj-rib out", query=True)

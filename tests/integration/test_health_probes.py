@@ -3,7 +3,7 @@
 Two namespaces: "host" (where the monitor runs, as the announcer would) and "ctr" (a routed
 container: its address is a /32 on its veth, the host has a host route to it). Services run
 in ctr; the monitor runs in host as a subprocess (this file, ``python -m ... monitor``) and
-reports every HealthChanged as a JSON line. Nothing is probed outside these namespaces.
+reports every HealthObserved as a JSON line. Nothing is probed outside these namespaces.
 
 Timings are measured and printed (run with ``-s``), never asserted: the machine is shared.
 """
@@ -29,15 +29,10 @@ from typing import IO, Any
 
 import pytest
 
-from announcer.health import (
-    CheckSpec,
-    CheckTarget,
-    HealthChanged,
-    HealthMonitor,
-    ScheduleStats,
-    parse_check,
-)
-from announcer.health_checks import run_probe
+from announcer.events import HealthObserved
+from announcer.health.monitor import HealthMonitor, ScheduleStats
+from announcer.health.probes import run_probe
+from announcer.spec.checks import CheckSpec, CheckTarget, parse_check
 from tests.netlab import REPO, netns, netns_argv, poll, session_pids, sh, veth_pair
 
 pytestmark = [pytest.mark.netns]
@@ -416,12 +411,12 @@ def _serve_udp(address: str, port: int) -> None:
 
 
 async def _monitor() -> None:
-    """Read commands (JSON lines) on stdin, print HealthChanged events as JSON lines."""
+    """Read commands (JSON lines) on stdin, print HealthObserved events as JSON lines."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-    def emit(event: HealthChanged) -> None:
+    def emit(event: HealthObserved) -> None:
         line = {
             "key": event.key[1],
             "healthy": event.healthy,

@@ -20,7 +20,7 @@ from pathlib import Path
 from announcer.events import Drain, DrainMode
 from announcer.model import Prefix, is_host_prefix, quote
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("announcer.drains")
 
 STATE_FILE = "drains.json"
 

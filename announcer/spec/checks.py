@@ -1,13 +1,14 @@
-"""Health check specs: the ``anycast.check`` grammar and rise/fall hysteresis. Pure.
+"""Health check specs: the ``anycast.check`` grammar, and what to probe. Pure.
 
-Split from :mod:`announcer.health` (the monitor, asyncio) so that the label grammar and
-the core can use check specs without importing any I/O.
+The label grammar (:mod:`announcer.spec.labels`), the core (which instances to check) and
+the health monitor (:mod:`announcer.health`) share these values; nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, get_args
 
 from announcer.model import quote
@@ -279,52 +280,11 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-# --------------------------------------------------------------------------- rise / fall
+@dataclass(frozen=True, slots=True)
+class CheckTarget:
+    """What to probe for one instance; the address is probed from the host."""
 
-
-class Hysteresis:
-    """Rise/fall over a stream of probe results; pure (no clock, no I/O).
-
-    Undecided (None) at first; healthy after ``rise`` consecutive successes, unhealthy after
-    ``fall`` consecutive failures, whichever comes first. ``observe`` says whether the verdict
-    changed, which is exactly when the monitor emits.
-    """
-
-    __slots__ = ("_bad", "_good", "_verdict", "fall", "rise")
-
-    def __init__(self, rise: int, fall: int, verdict: bool | None = None) -> None:
-        self.rise = rise
-        self.fall = fall
-        self._verdict = verdict
-        self._good = 0
-        self._bad = 0
-
-    @property
-    def verdict(self) -> bool | None:
-        return self._verdict
-
-    @property
-    def settling(self) -> bool:
-        """No verdict yet, or the last result disagrees with it (a change may be coming)."""
-        if self._verdict is None:
-            return True
-        return self._bad > 0 if self._verdict else self._good > 0
-
-    @property
-    def streak(self) -> int:
-        """How many consecutive results agree with the last one."""
-        return self._good or self._bad
-
-    def observe(self, ok: bool) -> bool:
-        """Feed one probe result; True when the verdict changed."""
-        if ok:
-            self._good, self._bad = self._good + 1, 0
-            if self._verdict is not True and self._good >= self.rise:
-                self._verdict = True
-                return True
-        else:
-            self._good, self._bad = 0, self._bad + 1
-            if self._verdict is not False and self._bad >= self.fall:
-                self._verdict = False
-                return True
-        return False
+    key: Key
+    address: IPv4Address | IPv6Address
+    spec: CheckSpec
+    netns: str | None = None  # exec checks only: run the command inside this named netns

@@ -1,12 +1,9 @@
-"""Health checks: the ``anycast.check`` grammar, rise/fall hysteresis, and the monitor.
+"""The health monitor: one asyncio task per target, probing on a fixed schedule.
 
-A check runs from the host towards one instance (its address, through the routed path), so a
-passing check proves the path anycast traffic takes. Results are observations: the monitor
-emits :class:`HealthChanged` when a verdict changes and the core decides what to announce.
-
-Layers, top to bottom: :func:`parse_check` (pure, strict, every error names the text);
-:class:`Hysteresis` (pure rise/fall state machine); :class:`HealthMonitor` (one asyncio task
-per target, no threads; the probes themselves live in :mod:`announcer.health_checks`).
+Results are observations: the monitor feeds each target's results through its rise/fall
+:class:`~announcer.health.hysteresis.Hysteresis` and emits
+:class:`~announcer.events.HealthObserved` when a verdict changes; the core decides what to
+announce. The probes themselves live in :mod:`announcer.health.probes`.
 """
 
 from __future__ import annotations
@@ -15,58 +12,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
 
-from announcer.checks import (  # noqa: F401 - re-exported: health's public names
-    DEFAULT_INTERVAL,
-    DEFAULT_TIMEOUT,
-    KINDS,
-    MAX_DETAIL,
-    MAX_TEXT,
-    CheckError,
-    CheckSpec,
-    Hysteresis,
-    Key,
-    Kind,
-    parse_check,
-    render_check,
-    render_check_unchecked,
-)
+from announcer.events import HealthObserved
+from announcer.health.hysteresis import Hysteresis
+from announcer.health.probes import Probe, ProbeResult, run_probe
+from announcer.spec.checks import MAX_DETAIL, CheckTarget, Key
 
-log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- the monitor
-
-
-@dataclass(frozen=True, slots=True)
-class CheckTarget:
-    """What to probe for one instance; the address is probed from the host."""
-
-    key: Key
-    address: IPv4Address | IPv6Address
-    spec: CheckSpec
-    netns: str | None = None  # exec checks only: run the command inside this named netns
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChanged:
-    """An instance's health verdict changed (an observation for the core)."""
-
-    key: Key
-    healthy: bool
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    ok: bool
-    detail: str  # what was probed and what happened; made safe before it is shown
-
-
-Probe = Callable[[CheckTarget], Awaitable[ProbeResult]]
+log = logging.getLogger("announcer.health")
 
 
 @dataclass(slots=True)
@@ -105,7 +59,7 @@ def safe_detail(text: str) -> str:
 
 
 class HealthMonitor:
-    """Runs one check task per target and emits :class:`HealthChanged` on verdict changes.
+    """Runs one check task per target and emits :class:`HealthObserved` on verdict changes.
 
     ``set_targets`` is level-triggered and idempotent: targets not given are stopped, new
     ones started, a changed one restarted (keeping its verdict, so editing a check does not
@@ -115,19 +69,15 @@ class HealthMonitor:
 
     def __init__(
         self,
-        emit: Callable[[HealthChanged], None],
+        emit: Callable[[HealthObserved], None],
         clock: Callable[[], float] = time.monotonic,
         *,
         probe: Probe | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if probe is None:
-            from announcer.health_checks import run_probe
-
-            probe = run_probe
         self._emit = emit
         self._clock = clock
-        self._probe = probe
+        self._probe = probe or run_probe
         self._rng = rng or random.Random()  # noqa: S311 - start-up jitter, not secrecy
         self._targets: dict[Key, CheckTarget] = {}
         self._machines: dict[Key, Hysteresis] = {}
@@ -228,6 +178,6 @@ class HealthMonitor:
             return
         assert machine.verdict is not None
         try:
-            self._emit(HealthChanged(target.key, machine.verdict, detail))
+            self._emit(HealthObserved(target.key, machine.verdict, detail))
         except Exception:
             log.exception("health_emit_failed key=%s", target.key)

@@ -1,7 +1,7 @@
 """The probes behind health checks: TCP connect, HTTP(S) GET, UDP send/expect, exec.
 
 All asyncio on the caller's loop, no thread per check. Every probe is bounded by its spec's
-timeout and returns a :class:`~announcer.health.ProbeResult`; a failure (refused, timed out,
+timeout and returns a :class:`ProbeResult`; a failure (refused, timed out,
 wrong status, bad reply, non-zero exit) is a result with a detail, never an exception.
 
 HTTPS does not verify the certificate: the instance is addressed by its IP, which its
@@ -19,10 +19,12 @@ import re
 import signal
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from announcer.health import CheckTarget, ProbeResult
 from announcer.model import quote
+from announcer.spec.checks import CheckTarget
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address
@@ -31,6 +33,15 @@ EXEC_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 MAX_STATUS_LINE = 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9]{2})(?: |\r?\n)")
 USER_AGENT = "anycast-announcer-health"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    detail: str  # what was probed and what happened; made safe before it is shown
+
+
+Probe = Callable[[CheckTarget], Awaitable[ProbeResult]]
 
 
 async def run_probe(target: CheckTarget) -> ProbeResult:

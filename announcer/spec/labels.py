@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, ip_address
 
-from announcer.checks import CheckError, CheckSpec, parse_check
 from announcer.model import Community, IPAddress, LargeCommunity, quote
+from announcer.spec.checks import CheckError, CheckSpec, parse_check
 
 PREFIX = "anycast."
 IPS = "anycast.ips"

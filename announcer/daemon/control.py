@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("announcer.control")
 
 MAX_REQUEST_BYTES = 64 * 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]

@@ -10,18 +10,23 @@ handles a dead announcer.
 
 It only ever signals a process whose command line names exabgp.
 
-    python -m announcer.watchdog --target PID --timeout SECONDS   (heartbeats on stdin)
+    python -m announcer.daemon.watchdog --target PID --timeout SECONDS   (heartbeats on stdin)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+log = logging.getLogger("announcer")
 
 
 def is_exabgp(pid: int) -> bool:
@@ -67,8 +72,40 @@ def expire(target: int, timeout: float) -> str:
     return action
 
 
+class SelfWatchdog:
+    """The announcer's side: starts the watchdog child and feeds it heartbeats."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout  # 0: no watchdog
+        self.process: subprocess.Popen[bytes] | None = None
+        self._heartbeat: int | None = None
+
+    def start(self) -> None:
+        """Watch ExaBGP (our parent) from a child process, if a timeout is set."""
+        if not self.timeout:
+            return
+        read_end, self._heartbeat = os.pipe()
+        os.set_blocking(self._heartbeat, False)
+        argv = [sys.executable, "-m", "announcer.daemon.watchdog", "--target", str(os.getppid())]
+        self.process = subprocess.Popen(
+            [*argv, "--timeout", str(self.timeout)], stdin=read_end, stdout=subprocess.DEVNULL
+        )
+        os.close(read_end)
+        log.info("watchdog_started pid=%d timeout=%gs", self.process.pid, self.timeout)
+
+    def beat(self) -> None:
+        if self._heartbeat is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(self._heartbeat, b".")
+
+    def close(self) -> None:
+        if self._heartbeat is not None:
+            os.close(self._heartbeat)  # EOF: the watchdog exits quietly
+            self._heartbeat = None
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="announcer.watchdog")
+    parser = argparse.ArgumentParser(prog="announcer.daemon.watchdog")
     parser.add_argument("--target", type=int, required=True, help="ExaBGP's pid")
     parser.add_argument("--timeout", type=float, required=True, help="seconds without heartbeat")
     args = parser.parse_args(argv)

@@ -1,0 +1,156 @@
+"""The whole daemon in one process, on the fakes of announcer.testing: no namespace, no
+ExaBGP. Scenarios: start-up order, announce/withdraw, the sync gate, the hold and status."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Network, ip_address
+from pathlib import Path
+
+from announcer.config import Config
+from announcer.daemon.app import Announcer
+from announcer.events import (
+    IFF_LOWER_UP,
+    IFF_UP,
+    Instance,
+    InstanceState,
+    KernelLink,
+    KernelRoute,
+    RouteAdded,
+    RouteRemoved,
+    SourceListed,
+    SourceLost,
+)
+from announcer.sources.lifecycle import LifecycleSource
+from announcer.testing import FakeKernel, FakeSource, RecordingExaBGP, wait_until
+
+UP = IFF_UP | IFF_LOWER_UP
+VETH = KernelLink(2, "vethr1", UP)
+
+
+def route(text: str) -> KernelRoute:
+    return KernelRoute(IPv4Network(text), 254, 180, oif=2)
+
+
+def config(tmp_path: Path, **sections: object) -> Config:
+    document: dict[str, object] = {
+        "policy": {"allow": ["10.0.0.0/8"]},
+        "exabgp": {"watchdog_seconds": 0, "verify_interval_seconds": 0},
+        "control": {"socket": str(tmp_path / "c.sock"), "state_directory": str(tmp_path)},
+        "drain": {"maintenance_file": str(tmp_path / "maintenance")},
+    }
+    document.update(sections)
+    return Config.model_validate(document)
+
+
+class Running:
+    """An Announcer on its own loop in a thread; ``call`` runs a function in that loop."""
+
+    def __init__(self, announcer: Announcer) -> None:
+        self.announcer = announcer
+        self.loop = asyncio.new_event_loop()
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.code = self.loop.run_until_complete(self.announcer.run(signals=False))
+
+    def call(self, fn: Callable[[], object]) -> object:
+        done = threading.Event()
+        box: list[object] = []
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(5), "the loop did not run the call"
+        return box[0]
+
+
+@contextmanager
+def running(
+    tmp_path: Path,
+    kernel: FakeKernel,
+    exabgp: RecordingExaBGP,
+    sources: list[LifecycleSource] | None = None,
+    **sections: object,
+) -> Iterator[Running]:
+    announcer = Announcer(
+        config(tmp_path, **sections), exabgp.channel(), kernel=kernel.port(), sources=sources or []
+    )
+    app = Running(announcer)
+    app.thread.start()
+    try:
+        yield app
+    finally:
+        exabgp.close()  # EOF: the announcer exits
+        app.thread.join(10)
+        assert not app.thread.is_alive(), "the announcer did not exit on EOF"
+
+
+def test_start_up_asks_version_then_the_rib_then_announces(tmp_path: Path) -> None:
+    kernel = FakeKernel([route("10.0.0.1/32")], [VETH])
+    exabgp = RecordingExaBGP()
+    with running(tmp_path, kernel, exabgp) as app:
+        exabgp.wait_for("announce route 10.0.0.1/32 next-hop self")
+        assert exabgp.lines[:2] == ["version", "show adj-rib out"]
+        app.call(lambda: kernel.push(RouteAdded(route("10.0.0.2/32"))))
+        exabgp.wait_for("announce route 10.0.0.2/32 next-hop self")
+        app.call(lambda: kernel.push(RouteRemoved(route("10.0.0.1/32"))))
+        exabgp.wait_for("withdraw route 10.0.0.1/32")
+    assert app.code == 0
+
+
+def test_a_respawn_withdraws_only_what_is_no_longer_valid(tmp_path: Path) -> None:
+    kernel = FakeKernel([route("10.0.0.1/32")], [VETH])
+    rib = [
+        "10.99.0.1 ipv4 unicast 10.0.0.1/32 next-hop 10.99.0.2",
+        "10.99.0.1 ipv4 unicast 10.0.0.9/32 next-hop 10.99.0.2",
+    ]
+    exabgp = RecordingExaBGP(rib=rib)
+    with running(tmp_path, kernel, exabgp):
+        exabgp.wait_for("neighbor 10.99.0.1 withdraw route 10.0.0.9/32")
+        exabgp.wait_for("announce route 10.0.0.1/32 next-hop self")  # identical: no UPDATE
+        assert not any("withdraw route 10.0.0.1/32" in line for line in exabgp.commands())
+
+
+def test_nothing_is_sent_until_every_source_listed(tmp_path: Path) -> None:
+    kernel = FakeKernel([route("10.0.0.1/32")], [VETH])
+    exabgp = RecordingExaBGP(rib=["10.99.0.1 ipv4 unicast 10.0.0.9/32 next-hop 10.99.0.2"])
+    source = FakeSource("files", list_at_start=False)
+    with running(tmp_path, kernel, exabgp, [source]) as app:
+        wait_until(lambda: len(exabgp.lines) >= 2, what="version and the RIB read")
+        assert app.call(lambda: app.announcer.reconciler.gate(
+            app.announcer.world, app.announcer.table, app.announcer.clock()
+        ).waiting) == ("files",)  # fmt: skip
+        assert exabgp.commands() == []
+        app.call(lambda: source.push(SourceListed("files", ())))
+        exabgp.wait_for("neighbor 10.99.0.1 withdraw route 10.0.0.9/32")
+        exabgp.wait_for("announce route 10.0.0.1/32 next-hop self")
+
+
+def test_a_held_mass_withdraw_shows_in_status(tmp_path: Path) -> None:
+    prefixes = [f"10.0.0.{i}/32" for i in range(1, 13)]
+    kernel = FakeKernel([route(p) for p in prefixes], [VETH])
+    exabgp = RecordingExaBGP()
+    web = Instance("files", "web", "web", InstanceState.SERVING, ips=(ip_address("10.0.0.1"),))
+    source = FakeSource("files", [web])
+    with running(tmp_path, kernel, exabgp, [source]) as app:
+        exabgp.wait_for(f"announce attributes next-hop self nlri {' '.join(prefixes)}")
+        app.call(lambda: source.push(SourceLost("files", app.announcer.clock(), "gone")))
+        app.call(lambda: kernel.push(*(RouteRemoved(route(p)) for p in prefixes[1:])))
+        status = wait_until(
+            lambda: [
+                row for row in app.call(app.announcer.status)["decisions"]  # type: ignore[index]
+                if row["reason"] == "withdraw_held"
+            ],
+            what="held withdraws in status",
+        )
+        assert {row["prefix"] for row in status} == set(prefixes[1:])
+        assert all(row["announced"] for row in status)
+        assert not any(line.startswith("withdraw") for line in exabgp.commands())
