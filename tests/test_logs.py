@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from announcer.logs import (
+from announcer.daemon.logs import (
     JsonFormatter,
     KeyValueFormatter,
     RateLimitedHandler,
@@ -19,16 +19,9 @@ from announcer.logs import (
     parse_message,
     setup_logging,
 )
+from announcer.testing import FakeClock
 from tests.integration.fake_exabgp import ANNOUNCER
 from tests.netlab import netns, sh
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize(
@@ -120,8 +113,8 @@ def test_memory_is_bounded_and_evicted_windows_still_summarise() -> None:
 
 
 @pytest.fixture
-def captured() -> Iterator[tuple[io.StringIO, Clock, RateLimitedHandler]]:
-    stream, clock = io.StringIO(), Clock()
+def captured() -> Iterator[tuple[io.StringIO, FakeClock, RateLimitedHandler]]:
+    stream, clock = io.StringIO(), FakeClock(1000.0)
     handler = RateLimitedHandler(stream, RepeatLimiter(limit=2, window=60.0), clock)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("announcer.test_logs")
@@ -133,7 +126,7 @@ def captured() -> Iterator[tuple[io.StringIO, Clock, RateLimitedHandler]]:
     logger.propagate = True
 
 
-def test_the_handler_drops_repeats_and_writes_one_summary(captured: tuple[io.StringIO, Clock, RateLimitedHandler]) -> None:
+def test_the_handler_drops_repeats_and_writes_one_summary(captured: tuple[io.StringIO, FakeClock, RateLimitedHandler]) -> None:
     stream, clock, _handler = captured
     logger = logging.getLogger("announcer.test_logs")
     for _ in range(50):
@@ -152,7 +145,7 @@ def test_the_handler_drops_repeats_and_writes_one_summary(captured: tuple[io.Str
     assert "withdraw route 10.0.0.1/32" in summary["line"]
 
 
-def test_closing_flushes_pending_summaries(captured: tuple[io.StringIO, Clock, RateLimitedHandler]) -> None:
+def test_closing_flushes_pending_summaries(captured: tuple[io.StringIO, FakeClock, RateLimitedHandler]) -> None:
     stream, _clock, handler = captured
     logger = logging.getLogger("announcer.test_logs")
     for _ in range(5):
@@ -199,3 +192,25 @@ def test_unknown_log_format_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run([ANNOUNCER, "check", "-c", str(tmp_path / "x.yaml"), "--log-format", "xml"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "--log-format" in proc.stderr
+
+
+def test_logger_names_are_literal_and_unchanged() -> None:
+    """JSON logs print the logger; dashboards filter on it. Names are string literals (so
+    moving a module changes nothing) from this set."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "announcer"
+    names: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "getLogger" and node.args:
+                argument = node.args[0]
+                assert isinstance(argument, ast.Constant), f"{path}: getLogger({ast.unparse(argument)})"
+                names.add(argument.value)
+    assert names == {
+        "announcer", "announcer.control", "announcer.drains", "announcer.health",
+        "announcer.metrics", "announcer.exabgp.channel", "announcer.sources.docker",
+        "announcer.sources.files", "announcer.sources.kernel", "announcer.sources.marathon",
+        "announcer.cni", "announcer.docker_driver",
+    }  # fmt: skip

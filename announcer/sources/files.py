@@ -25,11 +25,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from announcer.events import Instance, InstanceState, SourceListed
-from announcer.labels import PREFIX, LabelError, parse_labels
 from announcer.model import quote
 from announcer.sources.lifecycle import Clock, Emit
+from announcer.spec.labels import PREFIX, LabelError, parse_labels
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("announcer.sources.files")
 
 NAME = "files"
 MAX_FILE_BYTES = 1 << 20
@@ -77,23 +77,25 @@ def parse_drop_in(path: Path, text: str, since: float) -> Instance:
 CHANGES = frozenset({"created", "deleted", "modified", "moved", "closed"})
 
 
-class _Changed(FileSystemEventHandler):
-    def __init__(self, notify: Callable[[], None]) -> None:
+class Changes(FileSystemEventHandler):
+    """Calls ``notify(path)`` (in the observer's thread) for changes only."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
         self._notify = notify
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in CHANGES:
-            self._notify()
+            self._notify(str(event.src_path))
 
 
 def watch(directory: Path, loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> Any:
     """Set ``changed`` (thread-safely) whenever anything in ``directory`` changes."""
     observer = Observer()
 
-    def notify() -> None:
+    def notify(_path: str) -> None:
         loop.call_soon_threadsafe(changed.set)
 
-    observer.schedule(_Changed(notify), str(directory))
+    observer.schedule(Changes(notify), str(directory))
     observer.daemon = True
     observer.start()
     return observer

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from watchdog.observers import Observer
 
 from announcer.events import InstanceState
 from announcer.model import Community
-from announcer.sources.files import DropInError, FilesSource, parse_drop_in
+from announcer.sources.files import Changes, DropInError, FilesSource, parse_drop_in
 from tests.integration.fake_exabgp import FakeExaBGP
-from tests.netlab import netns, sh
+from tests.netlab import netns, poll, sh
 
 
 def test_a_drop_in_is_a_serving_instance_with_typed_attributes(tmp_path: Path) -> None:
@@ -132,19 +133,46 @@ def test_plan_shows_which_sources_contributed_each_prefix(host: str, tmp_path: P
 
 
 def test_reading_the_files_does_not_trigger_another_read(tmp_path: Path) -> None:
-    """watchdog reports opens and read-only closes too; our own re-read must not loop."""
+    """watchdog reports opens and read-only closes too; our own re-read must not loop.
+    inotify delivers a watch's events in order: had the scan's read counted as a change,
+    its path would come before the sentinel's."""
+    (tmp_path / "svc.yaml").write_text("ips: [10.200.0.1]\n")
+    seen: list[str] = []
+    observer = Observer()
+    observer.schedule(Changes(seen.append), str(tmp_path))
+    observer.start()
+    try:
+        assert [i.ips for i in FilesSource(tmp_path).scan(0.0)] == [(ip_address("10.200.0.1"),)]
+        (tmp_path / "sentinel.yaml").write_text("ips: [10.200.0.2]\n")  # a real change
+        poll(lambda: any(p.endswith("sentinel.yaml") for p in seen), 10, "the sentinel's change")
+        assert not any(p.endswith("svc.yaml") for p in seen), seen
+    finally:
+        observer.stop()
+        observer.join(5)
+
+
+def test_a_change_is_listed_again(tmp_path: Path) -> None:
     import asyncio
 
     (tmp_path / "svc.yaml").write_text("ips: [10.200.0.1]\n")
     listings: list[object] = []
 
+    def ips() -> list[list[str]]:
+        return [[str(ip) for i in e.instances for ip in i.ips] for e in listings]  # type: ignore[attr-defined]
+
+    async def until(condition: Callable[[], object], what: str) -> None:
+        async with asyncio.timeout(10):
+            while not condition():
+                await asyncio.sleep(0.01)  # a poll interval; the deadline is the timeout
+
     async def scenario() -> None:
-        task = asyncio.create_task(FilesSource(tmp_path, rescan_seconds=30).run(listings.append, lambda: 0.0))
-        await asyncio.sleep(1.5)
-        (tmp_path / "svc.yaml").write_text("ips: [10.200.0.2]\n")  # a real change: one re-read
-        await asyncio.sleep(1.0)
+        source = FilesSource(tmp_path, rescan_seconds=3600)
+        task = asyncio.create_task(source.run(listings.append, lambda: 0.0))
+        await until(lambda: listings, "the first listing")
+        (tmp_path / "svc.yaml").write_text("ips: [10.200.0.2]\n")
+        await until(lambda: ["10.200.0.2"] in ips(), "the changed file listed")
         task.cancel()
         await asyncio.wait({task}, timeout=2)
 
     asyncio.run(scenario())
-    assert 2 <= len(listings) <= 3, len(listings)
+    assert ips()[0] == ["10.200.0.1"]
