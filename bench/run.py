@@ -1,6 +1,7 @@
 """``python -m bench [--quick]``: the announcer against FRR and BIRD, side by side.
 
-Writes bench-report.json, bench-latency-cdf.png and prints a table. Every setup runs in
+Writes artifacts/bench/bench-report.json and bench-latency-cdf.png (ignored by git; the
+figures worth keeping go to docs/performance.md) and prints a table. Every setup runs in
 its own pair of namespaces (aabenchh*/aabenchl*), created and removed here, also on
 failure and Ctrl-C/SIGTERM. See docs/performance.md for what each figure means.
 """
@@ -26,6 +27,8 @@ from bench import exabgp_profile, failover, micro
 from bench.measure import block, burst, churn, latency, loadavg, resync, startup
 from bench.nl import wait_until
 from bench.setups import REPO, AnnouncerTool, BirdTool, FrrTool, Lab, Tool, lab
+
+ARTIFACTS = REPO / "artifacts" / "bench"
 from bench.stages import Trial, breakdown, event_to_command, pace, parse_probe
 from bench.stats import ratios, render_table, summarize, table_rows
 from tests.netlab import cleanup_stale_namespaces
@@ -264,8 +267,8 @@ def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, An
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="about 3 minutes, smaller figures")
-    parser.add_argument("--out", default=str(REPO / "bench-report.json"))
-    parser.add_argument("--png", default=str(REPO / "bench-latency-cdf.png"))
+    parser.add_argument("--out", default=str(ARTIFACTS / "bench-report.json"))
+    parser.add_argument("--png", default=str(ARTIFACTS / "bench-latency-cdf.png"))
     parser.add_argument("--only", default="", help="comma list of sections (debugging)")
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
@@ -288,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     report["peak_rss_mb_100k"] = _rss_100k(tools)
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
     report["loadavg_at_end"] = loadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(render_table(table_rows(tools)))
     print(json.dumps({k: v for k, v in report["ratios"].items() if k != "details"}, indent=1))
