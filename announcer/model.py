@@ -166,6 +166,4 @@ class Announcement:
 
     def __post_init__(self) -> None:
         if self.next_hop != "self" and self.next_hop.version != self.prefix.version:
-            raise ValueError(
-                f"next-hop {self.next_hop} is not of the family of {self.prefix}"
-            )
+            raise ValueError(f"next-hop {self.next_hop} is not of the family of {self.prefix}")

@@ -27,11 +27,11 @@ from bench import exabgp_profile, failover, micro
 from bench.measure import block, burst, churn, latency, loadavg, resync, startup
 from bench.nl import wait_until
 from bench.setups import REPO, AnnouncerTool, BirdTool, FrrTool, Lab, Tool, lab
-
-ARTIFACTS = REPO / "artifacts" / "bench"
 from bench.stages import Trial, breakdown, event_to_command, pace, parse_probe
 from bench.stats import ratios, render_table, summarize, table_rows
 from tests.netlab import cleanup_stale_namespaces
+
+ARTIFACTS = REPO / "artifacts" / "bench"
 
 
 @dataclass(frozen=True)

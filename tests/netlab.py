@@ -254,6 +254,7 @@ class RouteMonitor:
         """Start, prove it is listening (a blackhole probe route shows up), stop on exit."""
         monitor = cls(ns, path)
         try:
+
             def probed() -> bool:
                 # re-probe until seen: a probe added before `ip monitor` subscribed is lost
                 if cls.PROBE.removesuffix("/32") in monitor.text():

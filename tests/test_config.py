@@ -50,13 +50,17 @@ def test_errors_name_file_key_and_value(text: str, needles: list[str], tmp_path:
 
 
 def test_names_and_numbers_for_tables_and_protocols() -> None:
-    config = parse_config({"kernel": {"tables": ["main", 100, "local"], "protocols": ["boot", 180]}})
+    config = parse_config(
+        {"kernel": {"tables": ["main", 100, "local"], "protocols": ["boot", 180]}}
+    )
     assert config.kernel.tables == (254, 100, 255)
     assert config.kernel.protocols == (3, 180)
 
 
 def test_well_known_communities_become_numbers() -> None:
-    config = parse_config({"policy": {"attributes": {"communities": ["GRACEFUL_SHUTDOWN", "65000:7"]}}})
+    config = parse_config(
+        {"policy": {"attributes": {"communities": ["GRACEFUL_SHUTDOWN", "65000:7"]}}}
+    )
     assert to_policy(config).attributes.communities == (Community(65000, 7), Community(65535, 0))
 
 
@@ -66,7 +70,9 @@ def test_the_shipped_example_is_valid() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "announcer.cli", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "announcer.cli", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_check_exits_78_naming_the_problem(tmp_path: Path) -> None:

@@ -16,17 +16,19 @@ from announcer.spec.labels import LabelError, ServiceSpec, parse_labels
 
 
 def test_a_full_set_of_labels() -> None:
-    spec = parse_labels({
-        "anycast.ips": "10.200.0.1, fd00:200::1,10.200.0.1",
-        "anycast.communities": "65001:100,GRACEFUL_SHUTDOWN,no-export",
-        "anycast.large-communities": "65001:1:2",
-        "anycast.med": "50",
-        "anycast.local-pref": "200",
-        "anycast.as-path-prepend": "2",
-        "anycast.neighbors": "10.99.0.1",
-        "anycast.drain-seconds": "5",
-        "com.example.other": "ignored",
-    })
+    spec = parse_labels(
+        {
+            "anycast.ips": "10.200.0.1, fd00:200::1,10.200.0.1",
+            "anycast.communities": "65001:100,GRACEFUL_SHUTDOWN,no-export",
+            "anycast.large-communities": "65001:1:2",
+            "anycast.med": "50",
+            "anycast.local-pref": "200",
+            "anycast.as-path-prepend": "2",
+            "anycast.neighbors": "10.99.0.1",
+            "anycast.drain-seconds": "5",
+            "com.example.other": "ignored",
+        }
+    )
     assert spec == ServiceSpec(
         ips=(ip_address("10.200.0.1"), ip_address("fd00:200::1")),
         med=50,
@@ -51,7 +53,11 @@ HOSTILE = [
     ("anycast.ips", "::ffff:10.0.0.1", "IPv4-mapped"),
     ("anycast.ips", "\uff110.0.0.1", "characters outside"),  # a fullwidth digit one
     ("anycast.ips", "10.0.0.1,", "empty items"),
-    ("anycast.ips", ",".join(f"10.0.{i // 256}.{i % 256}" for i in range(100_000)), "characters, at most"),
+    (
+        "anycast.ips",
+        ",".join(f"10.0.{i // 256}.{i % 256}" for i in range(100_000)),
+        "characters, at most",
+    ),
     ("anycast.ips", ",".join(f"10.0.0.{i}" for i in range(65)), "at most 64"),
     ("anycast.ips", "bogus", "not an IPv4 or IPv6 address"),
     ("anycast.communities", "65536:1", "not 0-65535:0-65535"),
@@ -70,8 +76,14 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize(("label", "value", "why"), HOSTILE, ids=[f"{label}:{value[:20]!r}" for label, value, _ in HOSTILE])
-def test_hostile_and_bad_values_are_rejected_naming_label_and_value(label: str, value: str, why: str) -> None:
+@pytest.mark.parametrize(
+    ("label", "value", "why"),
+    HOSTILE,
+    ids=[f"{label}:{value[:20]!r}" for label, value, _ in HOSTILE],
+)
+def test_hostile_and_bad_values_are_rejected_naming_label_and_value(
+    label: str, value: str, why: str
+) -> None:
     with pytest.raises(LabelError) as info:
         parse_labels({label: value})
     message = str(info.value)
@@ -81,8 +93,26 @@ def test_hostile_and_bad_values_are_rejected_naming_label_and_value(label: str, 
     assert len(message) < 400
 
 
-@given(st.dictionaries(st.sampled_from(["anycast.ips", "anycast.communities", "anycast.large-communities", "anycast.med", "anycast.local-pref", "anycast.as-path-prepend", "anycast.neighbors", "anycast.drain-seconds"]), st.text(max_size=80)))
-def test_any_label_text_parses_to_typed_values_or_a_label_error_and_renders_inside_the_grammar(labels: dict[str, str]) -> None:
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "anycast.ips",
+                "anycast.communities",
+                "anycast.large-communities",
+                "anycast.med",
+                "anycast.local-pref",
+                "anycast.as-path-prepend",
+                "anycast.neighbors",
+                "anycast.drain-seconds",
+            ]
+        ),
+        st.text(max_size=80),
+    )
+)
+def test_any_label_text_parses_to_typed_values_or_a_label_error_and_renders_inside_the_grammar(
+    labels: dict[str, str],
+) -> None:
     try:
         spec = parse_labels(labels)
     except LabelError:
@@ -92,5 +122,11 @@ def test_any_label_text_parses_to_typed_values_or_a_label_error_and_renders_insi
         return
     policy = Policy(local_as=65001)
     for address in spec.ips:
-        line = render(Announce(Announcement(host_prefix(address), "self", attributes_for(policy, spec), spec.neighbors)))
+        line = render(
+            Announce(
+                Announcement(
+                    host_prefix(address), "self", attributes_for(policy, spec), spec.neighbors
+                )
+            )
+        )
         assert COMMAND_GRAMMAR.fullmatch(line), line

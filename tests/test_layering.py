@@ -129,7 +129,9 @@ def test_imports_follow_the_table(module: str) -> None:
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if part(m) in PURE))
 def test_pure_parts_reach_no_io(module: str) -> None:
     reached = {module, *closure(module)}
-    io = {f"{m}: {sorted(imports(m)[1] & IO_MODULES)}" for m in reached if imports(m)[1] & IO_MODULES}
+    io = {
+        f"{m}: {sorted(imports(m)[1] & IO_MODULES)}" for m in reached if imports(m)[1] & IO_MODULES
+    }
     assert not io, f"{module} reaches I/O: {sorted(io)}"
 
 

@@ -56,7 +56,9 @@ def record(message: str, *args: object, level: int = logging.INFO) -> logging.Lo
 
 
 def test_json_lines_carry_ts_level_event_and_fields() -> None:
-    line = JsonFormatter().format(record("route_withdrawn prefix=%s reason=%s", "10.1.1.1/32", "drained"))
+    line = JsonFormatter().format(
+        record("route_withdrawn prefix=%s reason=%s", "10.1.1.1/32", "drained")
+    )
     document = json.loads(line)
     assert document["level"] == "info"
     assert document["event"] == "route_withdrawn"
@@ -68,7 +70,15 @@ def test_json_lines_carry_ts_level_event_and_fields() -> None:
 
 def test_json_keeps_tracebacks_in_one_line() -> None:
     error = ValueError("boom")
-    rec = logging.LogRecord("announcer.x", logging.ERROR, __file__, 1, "source_failed source=files", None, (ValueError, error, None))
+    rec = logging.LogRecord(
+        "announcer.x",
+        logging.ERROR,
+        __file__,
+        1,
+        "source_failed source=files",
+        None,
+        (ValueError, error, None),
+    )
     line = JsonFormatter().format(rec)
     document = json.loads(line)
     assert "ValueError: boom" in document["exc"]
@@ -83,7 +93,10 @@ def test_key_value_lines_for_humans() -> None:
 
 def test_repeats_beyond_the_limit_are_summarised_when_the_window_closes() -> None:
     limiter = RepeatLimiter(limit=3, window=10.0)
-    admitted = [limiter.admit(logging.WARNING, "netlink_overrun action=resync", 100.0 + i)[0] for i in range(8)]
+    admitted = [
+        limiter.admit(logging.WARNING, "netlink_overrun action=resync", 100.0 + i)[0]
+        for i in range(8)
+    ]
     assert admitted == [True, True, True, False, False, False, False, False]
     assert limiter.admit(logging.WARNING, "other_event", 105.0) == (True, [])
     ok, summaries = limiter.admit(logging.WARNING, "netlink_overrun action=resync", 110.0)
@@ -126,16 +139,23 @@ def captured() -> Iterator[tuple[io.StringIO, FakeClock, RateLimitedHandler]]:
     logger.propagate = True
 
 
-def test_the_handler_drops_repeats_and_writes_one_summary(captured: tuple[io.StringIO, FakeClock, RateLimitedHandler]) -> None:
+def test_the_handler_drops_repeats_and_writes_one_summary(
+    captured: tuple[io.StringIO, FakeClock, RateLimitedHandler],
+) -> None:
     stream, clock, _handler = captured
     logger = logging.getLogger("announcer.test_logs")
     for _ in range(50):
-        logger.error("exabgp_command_failed command=%r retry_in=%.0fs", "withdraw route 10.0.0.1/32", 1)
+        logger.error(
+            "exabgp_command_failed command=%r retry_in=%.0fs", "withdraw route 10.0.0.1/32", 1
+        )
     clock.now += 61
     logger.info("route_announced prefix=10.0.0.9/32 reason=host_route")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["event"] for line in lines] == [
-        "exabgp_command_failed", "exabgp_command_failed", "log_repeated", "route_announced"
+        "exabgp_command_failed",
+        "exabgp_command_failed",
+        "log_repeated",
+        "route_announced",
     ]
     summary = lines[2]
     assert summary["level"] == "error"
@@ -145,7 +165,9 @@ def test_the_handler_drops_repeats_and_writes_one_summary(captured: tuple[io.Str
     assert "withdraw route 10.0.0.1/32" in summary["line"]
 
 
-def test_closing_flushes_pending_summaries(captured: tuple[io.StringIO, FakeClock, RateLimitedHandler]) -> None:
+def test_closing_flushes_pending_summaries(
+    captured: tuple[io.StringIO, FakeClock, RateLimitedHandler],
+) -> None:
     stream, _clock, handler = captured
     logger = logging.getLogger("announcer.test_logs")
     for _ in range(5):
@@ -179,7 +201,18 @@ def test_announcer_run_logs_json_lines_on_stderr_only(tmp_path: Path) -> None:
         f"drain:\n  maintenance_file: {tmp_path}/maintenance\n"
     )
     with netns("logs") as ns:
-        proc = sh(ns, ANNOUNCER, "run", "-c", str(config), "--log-format", "json", check=False, input="", timeout=30)
+        proc = sh(
+            ns,
+            ANNOUNCER,
+            "run",
+            "-c",
+            str(config),
+            "--log-format",
+            "json",
+            check=False,
+            input="",
+            timeout=30,
+        )
     assert proc.stdout.strip() == "version"  # the protocol, nothing else
     documents = [json.loads(line) for line in proc.stderr.splitlines()]
     assert documents, proc.stderr
@@ -189,7 +222,12 @@ def test_announcer_run_logs_json_lines_on_stderr_only(tmp_path: Path) -> None:
 
 
 def test_unknown_log_format_is_a_usage_error(tmp_path: Path) -> None:
-    proc = subprocess.run([ANNOUNCER, "check", "-c", str(tmp_path / "x.yaml"), "--log-format", "xml"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [ANNOUNCER, "check", "-c", str(tmp_path / "x.yaml"), "--log-format", "xml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "--log-format" in proc.stderr
 
@@ -204,9 +242,15 @@ def test_logger_names_are_literal_and_unchanged() -> None:
     names: set[str] = set()
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "getLogger" and node.args:
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "getLogger"
+                and node.args
+            ):
                 argument = node.args[0]
-                assert isinstance(argument, ast.Constant), f"{path}: getLogger({ast.unparse(argument)})"
+                assert isinstance(argument, ast.Constant), (
+                    f"{path}: getLogger({ast.unparse(argument)})"
+                )
                 names.add(argument.value)
     assert names == {
         "announcer", "announcer.control", "announcer.drains", "announcer.health",

@@ -60,7 +60,9 @@ class FakeStats:
     commands: int = 12
     failures: int = 3
     last_reconcile_seconds: float = 0.002
-    neighbors: dict[str, str] = field(default_factory=lambda: {"10.99.0.1": "up", "fd00:99::1": "down"})
+    neighbors: dict[str, str] = field(
+        default_factory=lambda: {"10.99.0.1": "up", "fd00:99::1": "down"}
+    )
 
 
 class FakeHealth:
@@ -97,7 +99,11 @@ def fake_announcer(now: float) -> FakeAnnouncer:
         "marathon": SourceStatus(synced=True, lost_since=now - 400.0, reason="refused"),
         "files": SourceStatus(synced=False, lost_since=now - 10.0, reason="gone"),
     }
-    fake.world.apply(DrainsSet((Drain(net("10.0.0.3/32"), now, None, DrainMode.GRACEFUL, 30.0, "maintenance_file"),)))
+    fake.world.apply(
+        DrainsSet(
+            (Drain(net("10.0.0.3/32"), now, None, DrainMode.GRACEFUL, 30.0, "maintenance_file"),)
+        )
+    )
     rows = [
         ("10.0.0.1/32", True, "host_route", ("route:main:vethr1", "docker:web-1")),
         ("10.0.0.2/32", True, "host_route", ("route:main:vethr2",)),
@@ -140,8 +146,12 @@ def test_the_collector_reads_the_announcer_at_scrape_time(metrics: Metrics) -> N
     assert value(found, "announcer_announced_routes", family="ipv6") == 1
     assert value(found, "announcer_announced_routes_by_source", source="route", family="ipv4") == 2
     assert value(found, "announcer_announced_routes_by_source", source="docker", family="ipv4") == 1
-    assert value(found, "announcer_announced_routes_by_source", source="address", family="ipv6") == 1
-    assert value(found, "announcer_announced_routes_by_source", source="unknown", family="ipv4") == 1
+    assert (
+        value(found, "announcer_announced_routes_by_source", source="address", family="ipv6") == 1
+    )
+    assert (
+        value(found, "announcer_announced_routes_by_source", source="unknown", family="ipv4") == 1
+    )
     assert value(found, "announcer_decisions", reason="host_route", announce="true") == 2
     assert value(found, "announcer_decisions", reason="drained", announce="false") == 1
     assert value(found, "announcer_decisions", reason="prefix_not_allowed", announce="false") == 1
@@ -228,7 +238,9 @@ def test_health_probes_are_timed_by_kind_and_result() -> None:
         clock.now += 0.03
         return ProbeResult(next(outcomes), "tcp 10.0.0.1:80")
 
-    target = CheckTarget(("docker", "a"), ip_network("10.0.0.1/32").network_address, CheckSpec("tcp", port=80))
+    target = CheckTarget(
+        ("docker", "a"), ip_network("10.0.0.1/32").network_address, CheckSpec("tcp", port=80)
+    )
     timed = m.timed_probe(probe)
     try:
         results = [asyncio.run(timed(target)).ok for _ in range(3)]
@@ -240,7 +252,9 @@ def test_health_probes_are_timed_by_kind_and_result() -> None:
     assert value(found, "announcer_health_checks_total", kind="tcp", result="pass") == 2
     assert value(found, "announcer_health_checks_total", kind="tcp", result="fail") == 1
     assert value(found, "announcer_health_checks_total", kind="any", result="fail") == 1
-    assert value(found, "announcer_health_check_duration_seconds_sum", kind="tcp") == pytest.approx(0.09)
+    assert value(found, "announcer_health_check_duration_seconds_sum", kind="tcp") == pytest.approx(
+        0.09
+    )
 
 
 def test_warnings_and_errors_are_counted_by_event_name(metrics: Metrics) -> None:
@@ -255,10 +269,15 @@ def test_warnings_and_errors_are_counted_by_event_name(metrics: Metrics) -> None
     assert not any(dict(labels).get("event") == "route_announced" for _, labels in found)
     metrics.close()
     log.warning("source_lost source=files reason=x")  # detached: not counted any more
-    assert value(scrape(metrics), "announcer_log_events_total", level="warning", event="source_lost") == 2
+    assert (
+        value(scrape(metrics), "announcer_log_events_total", level="warning", event="source_lost")
+        == 2
+    )
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:9109", "[::1]:9109", "localhost:80", "0.0.0.0:65535"])
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:9109", "[::1]:9109", "localhost:80", "0.0.0.0:65535"]
+)
 def test_listen_addresses(listen: str) -> None:
     config = parse_config({"metrics": {"listen": listen}})
     assert config.metrics == MetricsConfig(listen=listen)
@@ -267,7 +286,9 @@ def test_listen_addresses(listen: str) -> None:
     assert "[" not in host
 
 
-@pytest.mark.parametrize("listen", ["9109", "127.0.0.1:0", "127.0.0.1:70000", "http://x:1", "a b:1", ":9109"])
+@pytest.mark.parametrize(
+    "listen", ["9109", "127.0.0.1:0", "127.0.0.1:70000", "http://x:1", "a b:1", ":9109"]
+)
 def test_bad_listen_addresses_are_refused_by_name(listen: str) -> None:
     with pytest.raises(ConfigError, match=r"metrics\.listen"):
         parse_config({"metrics": {"listen": listen}})
@@ -345,7 +366,9 @@ def test_the_endpoint_after_a_scenario(tmp_path: Path) -> None:
     assert (value(found, "announcer_events_total", source="marathon") or 0) >= 1
     assert (value(found, "announcer_reconcile_duration_seconds_count") or 0) >= 3
     assert (value(found, "announcer_event_to_command_seconds_count") or 0) >= 2
-    assert (value(found, "announcer_log_events_total", level="warning", event="source_lost") or 0) >= 1
+    assert (
+        value(found, "announcer_log_events_total", level="warning", event="source_lost") or 0
+    ) >= 1
     assert (value(found, "process_resident_memory_bytes") or 0) > 10e6
     for secret in (*SECRETS, "ops"):
         assert secret not in text

@@ -30,7 +30,9 @@ MODULES = (
 
 
 def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs
+    )  # type: ignore[call-overload]
     assert proc.returncode == 0, f"{argv}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -56,7 +58,9 @@ def test_the_wheel_installs_the_commands_into_a_fresh_venv(tmp_path: Path) -> No
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "announcer", source / "announcer", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "announcer", source / "announcer", ignore=shutil.ignore_patterns("__pycache__")
+    )
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("anycast_announcer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -73,12 +77,18 @@ def test_the_wheel_installs_the_commands_into_a_fresh_venv(tmp_path: Path) -> No
     bin_ = venv / "bin"
     checked = run(bin_ / "announcer", "check", "-c", REPO / "exabgp" / "announcer.yaml")
     assert "ok" in checked.stderr
-    version = run(bin_ / "announcer-routed", input='{"cniVersion": "1.0.0"}', env={"CNI_COMMAND": "VERSION"})
+    version = run(
+        bin_ / "announcer-routed", input='{"cniVersion": "1.0.0"}', env={"CNI_COMMAND": "VERSION"}
+    )
     assert "1.0.0" in version.stdout
     assert "--state-dir" in run(bin_ / "announcer-docker-routed", "--help").stdout
     imports = "; ".join(f"import {m}" for m in MODULES)
-    proc = subprocess.run([bin_ / "python", "-c", imports], capture_output=True, text=True, check=False, cwd=tmp_path)
-    assert proc.returncode == 0, f"a runtime dependency is missing from pyproject.toml:\n{proc.stderr}"
+    proc = subprocess.run(
+        [bin_ / "python", "-c", imports], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert proc.returncode == 0, (
+        f"a runtime dependency is missing from pyproject.toml:\n{proc.stderr}"
+    )
 
 
 def test_the_exabgp_configs_name_the_installed_paths() -> None:
@@ -87,7 +97,9 @@ def test_the_exabgp_configs_name_the_installed_paths() -> None:
         assert "run /usr/local/bin/announcer run -c /etc/anycast-announcer/announcer.yaml;" in text
     settings = unit_settings(EXABGP_UNIT)
     assert settings["ExecStart"] == [f"{INSTALLED_BIN}exabgp /etc/anycast-announcer/exabgp5.conf"]
-    assert settings["ExecStartPre"] == [f"{INSTALLED_BIN}announcer check -c /etc/anycast-announcer/announcer.yaml"]
+    assert settings["ExecStartPre"] == [
+        f"{INSTALLED_BIN}announcer check -c /etc/anycast-announcer/announcer.yaml"
+    ]
 
 
 def test_the_exabgp_unit_is_hardened_and_agrees_with_the_config_defaults() -> None:
@@ -105,7 +117,10 @@ def test_the_exabgp_unit_is_hardened_and_agrees_with_the_config_defaults() -> No
     assert str(Path(defaults.socket).parent) == f"/run/{single['RuntimeDirectory']}"
     assert defaults.state_directory == f"/var/lib/{single['StateDirectory']}"
     assert {str(Path(defaults.socket).parent), defaults.state_directory} <= set(writable)
-    assert Path(Config().drain.maintenance_file).parent == Path("/etc") / single["ConfigurationDirectory"]
+    assert (
+        Path(Config().drain.maintenance_file).parent
+        == Path("/etc") / single["ConfigurationDirectory"]
+    )
     # ExaBGP's environment is exabgp/exabgp.env, in the underscore form ExaBGP also reads
     environment = dict(value.split("=", 1) for value in settings["Environment"])
     assert exabgp_env().items() <= environment.items()
@@ -119,7 +134,9 @@ def test_the_docker_driver_unit_uses_its_own_state_directory() -> None:
     assert settings["Before"] == "docker.service"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     """Verified as installed, with stand-ins for the installed commands (verify checks that
     ExecStart programs exist). Any warning (an unknown key, a bad value) fails."""
@@ -134,14 +151,23 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
         (tmp_path / unit.name).write_text(text.replace(INSTALLED_BIN, f"{bin_}/"))
     units = sorted(str(p) for p in tmp_path.glob("*.service"))
     assert len(units) == 2
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout + proc.stderr).strip() == "", proc.stdout + proc.stderr
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 

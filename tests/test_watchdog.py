@@ -15,7 +15,9 @@ def test_only_an_exabgp_command_line_is_recognised(tmp_path: Path) -> None:
     fake = tmp_path / "exabgp"
     fake.symlink_to(shutil.which("sleep") or "/bin/sleep")
     exabgp = subprocess.Popen([str(fake), "30"])
-    pytest_like = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "tests/exabgp"])
+    pytest_like = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "tests/exabgp"]
+    )
     try:
         assert is_exabgp(exabgp.pid)
         assert not is_exabgp(pytest_like.pid)

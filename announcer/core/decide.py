@@ -78,9 +78,7 @@ def _cut_and_drain(
     candidates.sort(key=lambda c: (c[0] not in announced, prefix_order(c[0])))
     for position, (prefix, reason, sources, spec) in enumerate(candidates):
         if position >= policy.max_routes:
-            decisions[prefix] = Decision(
-                prefix, False, Reason.MAX_ROUTES_EXCEEDED, sources, spec
-            )
+            decisions[prefix] = Decision(prefix, False, Reason.MAX_ROUTES_EXCEEDED, sources, spec)
             continue
         drain = active_drain(world, prefix, now)
         if drain is None:

@@ -33,9 +33,7 @@ class SyncGate:
     waiting: tuple[str, ...] = ()  # lifecycle sources not listed yet (open: past the timeout)
 
 
-def sync_gate(
-    world: World, rib_known: bool, started: float, now: float, guard: Guard
-) -> SyncGate:
+def sync_gate(world: World, rib_known: bool, started: float, now: float, guard: Guard) -> SyncGate:
     """Whether a step may send anything yet, and which sources it still waits for."""
     if not world.kernel_synced or not rib_known:
         return SyncGate(False)

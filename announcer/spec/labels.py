@@ -171,4 +171,3 @@ def parse_labels(labels: Mapping[str, str], *, allow_exec: bool = False) -> Serv
         except CheckError as exc:
             raise _fail(CHECK, ours[CHECK], exc.why or str(exc)) from None
     return ServiceSpec(**kwargs)  # type: ignore[arg-type]
-

@@ -44,7 +44,13 @@ def test_a_route_flapping_every_200ms_is_suppressed_then_reused_after_it_settles
         now += 0.2
     # withdraws always pass through; announces after the 3rd withdraw are damped
     assert all(not v.announce for v in verdicts[1::2])
-    assert [v.reason for v in verdicts[0::2]] == ["host_route", "host_route", "host_route", "damped", "damped"]
+    assert [v.reason for v in verdicts[0::2]] == [
+        "host_route",
+        "host_route",
+        "host_route",
+        "damped",
+        "damped",
+    ]
     assert damper.suppressions == 1
     reuse_at = damper.next_reuse(now)
     assert reuse_at is not None
@@ -69,10 +75,13 @@ def test_disabled_damping_changes_nothing() -> None:
 
 def world() -> World:
     w = World()
-    w.apply(KernelSnapshot(
-        (KernelRoute(P, 254, 3, oif=1), KernelRoute(Q, 254, 3, oif=1)),
-        (KernelLink(1, "vethr1", IFF_UP | IFF_LOWER_UP),), (),
-    ))
+    w.apply(
+        KernelSnapshot(
+            (KernelRoute(P, 254, 3, oif=1), KernelRoute(Q, 254, 3, oif=1)),
+            (KernelLink(1, "vethr1", IFF_UP | IFF_LOWER_UP),),
+            (),
+        )
+    )
     return w
 
 

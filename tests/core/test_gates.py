@@ -53,7 +53,10 @@ statuses = st.dictionaries(
 @given(subsets, subsets, statuses, st.floats(0, 29.99))
 @settings(max_examples=200, deadline=None)
 def test_nothing_is_sent_before_every_source_listed_once(
-    kernel: list[IPv4Network], rib: list[IPv4Network], sources: dict[str, SourceStatus], elapsed: float
+    kernel: list[IPv4Network],
+    rib: list[IPv4Network],
+    sources: dict[str, SourceStatus],
+    elapsed: float,
 ) -> None:
     world = world_with(kernel, sources)
     table = AnnouncedTable()
@@ -67,7 +70,9 @@ def test_nothing_is_sent_before_every_source_listed_once(
         assert world.dirty_all  # what happened meanwhile is decided once the gate opens
     else:
         assert step.gate.open
-        assert {c.prefix for c in step.commands if isinstance(c, Withdraw)} == set(rib) - set(kernel)
+        assert {c.prefix for c in step.commands if isinstance(c, Withdraw)} == set(rib) - set(
+            kernel
+        )
 
 
 @given(subsets, statuses)
@@ -119,12 +124,16 @@ def test_a_mass_withdraw_is_held_while_a_source_is_lost_and_the_held_say_so(
         assert sent == gone
         assert step.hold.withdraws == ()
     # announces are never held
-    assert {c.prefix for c in step.commands if not isinstance(c, Withdraw)} == set(kernel) - set(announced)
+    assert {c.prefix for c in step.commands if not isinstance(c, Withdraw)} == set(kernel) - set(
+        announced
+    )
 
 
 def test_withdraws_resume_when_the_lost_source_lists_again() -> None:
     announced = PREFIXES[:10]
-    instance = Instance("docker", "c1", "web", InstanceState.SERVING, ips=(announced[0].network_address,))
+    instance = Instance(
+        "docker", "c1", "web", InstanceState.SERVING, ips=(announced[0].network_address,)
+    )
     world = world_with(announced[:1], {"docker": SourceStatus(synced=True)})
     world.apply(SourceLost("docker", 50.0, "gone"))
     table = AnnouncedTable(known=True)

@@ -22,7 +22,9 @@ PEERS = [IPv4Address("10.99.0.1"), IPv4Address("10.99.0.3")]
 prefixes = st.integers(0, 40).map(lambda i: IPv4Network((0x0A000000 + i, 32)))
 attributes = st.builds(Attributes, med=st.none() | st.integers(0, 3))
 neighbor_sets = st.frozensets(st.sampled_from(PEERS))
-announcements = st.builds(Announcement, prefix=prefixes, attributes=attributes, neighbors=neighbor_sets)
+announcements = st.builds(
+    Announcement, prefix=prefixes, attributes=attributes, neighbors=neighbor_sets
+)
 
 
 def as_map(items: list[Announcement]) -> dict[Prefix, Announcement]:
@@ -32,11 +34,20 @@ def as_map(items: list[Announcement]) -> dict[Prefix, Announcement]:
 desired_maps = st.lists(announcements, max_size=20).map(as_map)
 entries = st.one_of(announcements.map(lambda a: a), neighbor_sets.map(Unconfirmed))
 announced_maps = st.dictionaries(prefixes, entries, max_size=20).map(
-    lambda d: {p: (Announcement(p, e.next_hop, e.attributes, e.neighbors) if isinstance(e, Announcement) else e) for p, e in d.items()}
+    lambda d: {
+        p: (
+            Announcement(p, e.next_hop, e.attributes, e.neighbors)
+            if isinstance(e, Announcement)
+            else e
+        )
+        for p, e in d.items()
+    }
 )
 
 
-def apply(announced: dict[Prefix, AnnouncedEntry], commands: list[Announce | Withdraw]) -> dict[Prefix, AnnouncedEntry]:
+def apply(
+    announced: dict[Prefix, AnnouncedEntry], commands: list[Announce | Withdraw]
+) -> dict[Prefix, AnnouncedEntry]:
     table = AnnouncedTable(dict(announced), known=True)
     for command in commands:
         table.record(command)
@@ -49,14 +60,18 @@ def test_diff_of_a_state_with_itself_is_empty(desired: dict[Prefix, Announcement
 
 
 @given(desired_maps, announced_maps)
-def test_applying_the_diff_reaches_the_desired_state(desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]) -> None:
+def test_applying_the_diff_reaches_the_desired_state(
+    desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]
+) -> None:
     commands = diff(desired, announced)
     assert apply(announced, commands) == desired
     assert diff(desired, apply(announced, commands)) == []
 
 
 @given(desired_maps, announced_maps)
-def test_withdraws_only_name_announced_prefixes_and_come_first(desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]) -> None:
+def test_withdraws_only_name_announced_prefixes_and_come_first(
+    desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]
+) -> None:
     commands = diff(desired, announced)
     kinds = [isinstance(c, Withdraw) for c in commands]
     assert kinds == sorted(kinds, reverse=True)
@@ -66,7 +81,9 @@ def test_withdraws_only_name_announced_prefixes_and_come_first(desired: dict[Pre
 
 
 @given(desired_maps)
-def test_valid_routes_found_in_exabgp_are_reannounced_never_withdrawn(desired: dict[Prefix, Announcement]) -> None:
+def test_valid_routes_found_in_exabgp_are_reannounced_never_withdrawn(
+    desired: dict[Prefix, Announcement],
+) -> None:
     # A respawned announcer loads ExaBGP's adj-rib-out: attributes unknown.
     table = AnnouncedTable()
     table.load([(PEERS[0], p) for p in desired])

@@ -35,13 +35,23 @@ POLICY = Policy(
 
 def world(*routes: KernelRoute, links: tuple[KernelLink, ...] = ()) -> World:
     w = World()
-    default_links = (KernelLink(2, "vethr1", UP), KernelLink(3, "eth0", UP), KernelLink(4, "cali9", UP))
+    default_links = (
+        KernelLink(2, "vethr1", UP),
+        KernelLink(3, "eth0", UP),
+        KernelLink(4, "cali9", UP),
+    )
     w.apply(KernelSnapshot(tuple(routes), links or default_links, ()))
     return w
 
 
 def route(prefix: str, oif: int = 2, **kw: object) -> KernelRoute:
-    return KernelRoute(prefix=ip_network(prefix), table=kw.pop("table", 254), protocol=kw.pop("protocol", 3), oif=oif, **kw)  # type: ignore[arg-type]
+    return KernelRoute(
+        prefix=ip_network(prefix),
+        table=kw.pop("table", 254),
+        protocol=kw.pop("protocol", 3),
+        oif=oif,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -68,14 +78,18 @@ def route(prefix: str, oif: int = 2, **kw: object) -> KernelRoute:
         (route("11.0.0.1/32"), False, "prefix_not_allowed"),
     ],
 )
-def test_each_route_gets_a_decision_with_its_reason(r: KernelRoute, announce: bool, reason: str) -> None:
+def test_each_route_gets_a_decision_with_its_reason(
+    r: KernelRoute, announce: bool, reason: str
+) -> None:
     decisions = decide(world(r), POLICY)
     assert decisions[r.prefix].announce is announce
     assert decisions[r.prefix].reason == reason
 
 
 def test_martians_are_never_announced_even_when_allowed() -> None:
-    policy = Policy(interfaces=("vethr*",), allow=(ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")))
+    policy = Policy(
+        interfaces=("vethr*",), allow=(ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1"))
+    )
     for prefix in ("127.0.0.1/32", "169.254.1.1/32", "0.0.0.1/32", "239.1.1.1/32"):
         assert decide(world(route(prefix)), policy)[ip_network(prefix)].reason == "martian"
     assert decide(world(route("8.8.8.8/32")), policy)[ip_network("8.8.8.8/32")].announce
@@ -88,7 +102,9 @@ def test_empty_allowlist_announces_nothing() -> None:
 
 def test_protocol_filter_selects_by_route_protocol() -> None:
     policy = Policy(interfaces=("vethr*",), protocols=frozenset({180}), allow=POLICY.allow)
-    decisions = decide(world(route("10.1.1.1/32", protocol=180), route("10.1.1.2/32", protocol=3)), policy)
+    decisions = decide(
+        world(route("10.1.1.1/32", protocol=180), route("10.1.1.2/32", protocol=3)), policy
+    )
     assert decisions[ip_network("10.1.1.1/32")].announce
     assert decisions[ip_network("10.1.1.2/32")].reason == "protocol_not_selected"
 
@@ -119,11 +135,17 @@ def test_one_eligible_candidate_is_enough() -> None:
 def test_address_interfaces_announce_host_addresses_only() -> None:
     policy = Policy(interfaces=(), address_interfaces=("anycast*",), allow=POLICY.allow)
     w = World()
-    w.apply(KernelSnapshot((), (KernelLink(7, "anycast0", UP), KernelLink(8, "eth0", UP)), (
-        KernelAddress(7, IPv4Address("10.5.5.5"), 32),
-        KernelAddress(7, IPv4Address("10.6.6.6"), 24),
-        KernelAddress(8, IPv4Address("10.7.7.7"), 32),
-    )))
+    w.apply(
+        KernelSnapshot(
+            (),
+            (KernelLink(7, "anycast0", UP), KernelLink(8, "eth0", UP)),
+            (
+                KernelAddress(7, IPv4Address("10.5.5.5"), 32),
+                KernelAddress(7, IPv4Address("10.6.6.6"), 24),
+                KernelAddress(8, IPv4Address("10.7.7.7"), 32),
+            ),
+        )
+    )
     decisions = decide(w, policy)
     assert decisions[ip_network("10.5.5.5/32")].reason == "local_address"
     assert decisions[ip_network("10.6.6.6/32")].reason == "not_host_prefix"
@@ -134,7 +156,10 @@ def test_max_routes_refuses_the_excess_and_keeps_what_is_announced() -> None:
     policy = Policy(interfaces=("vethr*",), allow=POLICY.allow, max_routes=2)
     w = world(*(route(f"10.0.0.{i}/32") for i in range(1, 5)))
     first = decide(w, policy)
-    assert [str(p) for p, d in sorted(first.items()) if d.announce] == ["10.0.0.1/32", "10.0.0.2/32"]
+    assert [str(p) for p, d in sorted(first.items()) if d.announce] == [
+        "10.0.0.1/32",
+        "10.0.0.2/32",
+    ]
     assert first[ip_network("10.0.0.3/32")].reason == "max_routes_exceeded"
     # 10.0.0.4 was announced before: it keeps its place; the cut never flaps what is announced
     again = decide(w, policy, announced={ip_network("10.0.0.4/32")})
@@ -143,10 +168,14 @@ def test_max_routes_refuses_the_excess_and_keeps_what_is_announced() -> None:
 
 def test_desired_carries_policy_attributes_and_next_hop_per_family() -> None:
     policy = Policy(
-        interfaces=("vethr*",), allow=POLICY.allow, next_hop=IPv4Address("10.99.0.2"),
+        interfaces=("vethr*",),
+        allow=POLICY.allow,
+        next_hop=IPv4Address("10.99.0.2"),
         attributes=Attributes(med=10, communities=(Community(65000, 1),)),
     )
-    want = desired(decide(world(route("10.1.1.1/32"), route("fd00::1/128")), policy).values(), policy)
+    want = desired(
+        decide(world(route("10.1.1.1/32"), route("fd00::1/128")), policy).values(), policy
+    )
     assert want[ip_network("10.1.1.1/32")] == Announcement(
         ip_network("10.1.1.1/32"), IPv4Address("10.99.0.2"), policy.attributes
     )
@@ -166,13 +195,19 @@ def announced(w: World) -> set[str]:
 # Scenario: each step is a batch of events and the full expected announced set after it.
 SCENARIO = [
     ([RouteAdded(route("10.1.1.1/32"))], {"10.1.1.1/32"}),
-    ([RouteAdded(route("10.1.1.2/32")), RouteAdded(route("10.1.1.3/32", oif=3))], {"10.1.1.1/32", "10.1.1.2/32"}),
+    (
+        [RouteAdded(route("10.1.1.2/32")), RouteAdded(route("10.1.1.3/32", oif=3))],
+        {"10.1.1.1/32", "10.1.1.2/32"},
+    ),
     ([RouteRemoved(route("10.1.1.1/32"))], {"10.1.1.2/32"}),
     ([LinkChanged(KernelLink(2, "vethr1", IFF_UP))], set()),  # carrier lost
     ([LinkChanged(KernelLink(2, "vethr1", UP))], {"10.1.1.2/32"}),
     ([RouteAdded(route("10.1.1.9/32", oif=4))], {"10.1.1.2/32", "10.1.1.9/32"}),
     ([LinkRemoved(2)], {"10.1.1.9/32"}),  # veth deleted: its routes vanish without RTM_DELROUTE
-    ([AddressAdded(KernelAddress(4, IPv4Address("10.8.8.8"), 32))], {"10.1.1.9/32"}),  # not selected
+    (
+        [AddressAdded(KernelAddress(4, IPv4Address("10.8.8.8"), 32))],
+        {"10.1.1.9/32"},
+    ),  # not selected
 ]
 
 

@@ -28,7 +28,10 @@ UP = IFF_UP | IFF_LOWER_UP
 LINKS = (KernelLink(2, "vethr1", UP), KernelLink(3, "eth0", UP))
 routes = st.builds(
     KernelRoute,
-    prefix=st.sampled_from([IPv4Network((0x0A000000 + i, 32)) for i in range(12)] + [ip_network("192.168.0.1/32"), ip_network("10.9.0.0/24")]),
+    prefix=st.sampled_from(
+        [IPv4Network((0x0A000000 + i, 32)) for i in range(12)]
+        + [ip_network("192.168.0.1/32"), ip_network("10.9.0.0/24")]
+    ),
     table=st.sampled_from([254, 100]),
     protocol=st.just(3),
     oif=st.sampled_from([2, 3]),
@@ -38,7 +41,9 @@ events = st.lists(
     st.one_of(
         routes.map(RouteAdded),
         routes.map(RouteRemoved),
-        st.sampled_from([LinkChanged(KernelLink(2, "vethr1", IFF_UP)), LinkChanged(KernelLink(2, "vethr1", UP))]),
+        st.sampled_from(
+            [LinkChanged(KernelLink(2, "vethr1", IFF_UP)), LinkChanged(KernelLink(2, "vethr1", UP))]
+        ),
     ),
     max_size=6,
 )
@@ -46,8 +51,12 @@ events = st.lists(
 
 @given(st.lists(events, min_size=1, max_size=12), st.integers(2, 20))
 @settings(max_examples=200, deadline=None)
-def test_incremental_steps_equal_full_recomputes(batches: list[list[object]], max_routes: int) -> None:
-    policy = Policy(interfaces=("vethr*",), allow=(ip_network("10.0.0.0/8"),), max_routes=max_routes)
+def test_incremental_steps_equal_full_recomputes(
+    batches: list[list[object]], max_routes: int
+) -> None:
+    policy = Policy(
+        interfaces=("vethr*",), allow=(ip_network("10.0.0.0/8"),), max_routes=max_routes
+    )
     incremental_world, full_world = World(), World()
     for world in (incremental_world, full_world):
         world.apply(KernelSnapshot((), LINKS, ()))
@@ -69,7 +78,15 @@ def test_incremental_steps_equal_full_recomputes(batches: list[list[object]], ma
 def test_a_route_change_is_decided_alone() -> None:
     policy = Policy(interfaces=("vethr*",), allow=(ip_network("10.0.0.0/8"),))
     world = World()
-    world.apply(KernelSnapshot(tuple(KernelRoute(IPv4Network((0x0A000000 + i, 32)), 254, 3, oif=2) for i in range(1000)), LINKS, ()))
+    world.apply(
+        KernelSnapshot(
+            tuple(
+                KernelRoute(IPv4Network((0x0A000000 + i, 32)), 254, 3, oif=2) for i in range(1000)
+            ),
+            LINKS,
+            (),
+        )
+    )
     reconciler, table = Reconciler(policy), AnnouncedTable(known=True)
     first = reconciler.step(world, table, 0.0)
     assert first.full

@@ -146,7 +146,8 @@ def test_a_held_mass_withdraw_shows_in_status(tmp_path: Path) -> None:
         app.call(lambda: kernel.push(*(RouteRemoved(route(p)) for p in prefixes[1:])))
         status = wait_until(
             lambda: [
-                row for row in app.call(app.announcer.status)["decisions"]  # type: ignore[index]
+                row
+                for row in app.call(app.announcer.status)["decisions"]  # type: ignore[index]
                 if row["reason"] == "withdraw_held"
             ],
             what="held withdraws in status",

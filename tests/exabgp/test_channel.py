@@ -51,8 +51,13 @@ def test_replies_resolve_commands_in_order_and_text_goes_to_the_query() -> None:
         reply = await version
         assert reply.ok
         assert reply.lines == ["exabgp 5.0.15"]
-        assert pipes.read_lines(2) == ["announce route 10.0.0.1/32 next-hop self", "withdraw route 10.0.0.2/32"]
-        state = '{ "type": "state", "neighbor": { "address": { "peer": "10.99.0.1" }, "state": "up" } }'
+        assert pipes.read_lines(2) == [
+            "announce route 10.0.0.1/32 next-hop self",
+            "withdraw route 10.0.0.2/32",
+        ]
+        state = (
+            '{ "type": "state", "neighbor": { "address": { "peer": "10.99.0.1" }, "state": "up" } }'
+        )
         pipes.reply("done", state, "error")
         assert (await first).ok
         assert not (await second).ok
@@ -123,6 +128,10 @@ def test_recorded_adj_rib_out_of_exabgp5_parses_completely() -> None:
 
 
 def test_recorded_state_messages_of_exabgp5_parse_as_neighbor_states() -> None:
-    parsed = [parse_message(line) for line in (DATA / "exabgp5_state_messages.jsonl").read_text().splitlines() if line]
+    parsed = [
+        parse_message(line)
+        for line in (DATA / "exabgp5_state_messages.jsonl").read_text().splitlines()
+        if line
+    ]
     states = [m.state for m in parsed if isinstance(m, NeighborState)]
     assert {"connected", "up", "down"} <= set(states)

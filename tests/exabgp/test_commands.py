@@ -50,7 +50,9 @@ def announcements(draw: st.DrawFn) -> Announcement:
 
 
 # ExaBGP runs any command whose name appears in a line (substring dispatch): none may.
-FOREIGN_COMMANDS = re.compile(r"shutdown|version|teardown|reload|restart|reset|crash|help|flush|clear|show|eor|operational|refresh")
+FOREIGN_COMMANDS = re.compile(
+    r"shutdown|version|teardown|reload|restart|reset|crash|help|flush|clear|show|eor|operational|refresh"
+)
 
 
 @given(announcements())
@@ -64,7 +66,9 @@ def test_every_announce_line_matches_our_strict_grammar(announcement: Announceme
 
 
 @given(prefixes, st.frozensets(addresses, max_size=3))
-def test_every_withdraw_line_matches_our_strict_grammar(prefix: IPv4Network | IPv6Network, neighbors: frozenset[IPv4Address | IPv6Address]) -> None:
+def test_every_withdraw_line_matches_our_strict_grammar(
+    prefix: IPv4Network | IPv6Network, neighbors: frozenset[IPv4Address | IPv6Address]
+) -> None:
     line = render(Withdraw(prefix, neighbors))
     assert COMMAND_GRAMMAR.fullmatch(line), line
     assert not FOREIGN_COMMANDS.search(line), line
@@ -74,16 +78,27 @@ def test_golden_lines() -> None:
     a = Announcement(
         ip_network("10.1.1.1/32"),
         "self",
-        Attributes(med=100, local_preference=200, communities=(Community(65535, 0), Community(65001, 42)), large_communities=(LargeCommunity(65001, 1, 2),)),
+        Attributes(
+            med=100,
+            local_preference=200,
+            communities=(Community(65535, 0), Community(65001, 42)),
+            large_communities=(LargeCommunity(65001, 1, 2),),
+        ),
         frozenset({ip_address("10.99.0.3"), ip_address("10.99.0.1")}),
     )
     assert render(Announce(a)) == (
         "neighbor 10.99.0.1, neighbor 10.99.0.3 announce route 10.1.1.1/32 next-hop self "
         "med 100 local-preference 200 community [65001:42 65535:0] large-community [65001:1:2]"
     )
-    assert render(Announce(Announcement(ip_network("fd00:10::1/128")))) == "announce route fd00:10::1/128 next-hop self"
+    assert (
+        render(Announce(Announcement(ip_network("fd00:10::1/128"))))
+        == "announce route fd00:10::1/128 next-hop self"
+    )
     assert render(Withdraw(ip_network("10.1.1.1/32"))) == "withdraw route 10.1.1.1/32"
-    assert render(Withdraw(ip_network("10.1.1.1/32"), frozenset({ip_address("fd00:99::1")}))) == "neighbor fd00:99::1 withdraw route 10.1.1.1/32"
+    assert (
+        render(Withdraw(ip_network("10.1.1.1/32"), frozenset({ip_address("fd00:99::1")})))
+        == "neighbor fd00:99::1 withdraw route 10.1.1.1/32"
+    )
 
 
 def test_grammar_rejects_injections() -> None:
@@ -116,7 +131,9 @@ def test_parse_messages() -> None:
     assert parse_message(UPDATE) == OtherJSON("update")
     assert parse_message("exabgp 5.0.15") == Text("exabgp 5.0.15")
     assert parse_message("{not json") == Text("{not json")
-    assert parse_message('{"type": "state", "neighbor": {"address": {"peer": "bogus"}}}') == OtherJSON("state")
+    assert parse_message(
+        '{"type": "state", "neighbor": {"address": {"peer": "bogus"}}}'
+    ) == OtherJSON("state")
 
 
 def test_parse_adj_rib_out() -> None:
@@ -138,7 +155,10 @@ def test_parse_adj_rib_out() -> None:
 def test_runs_of_identical_attributes_share_a_line_and_small_changes_do_not() -> None:
     from announcer.exabgp.commands import GROUP_MAX, GROUP_MIN, render_batches
 
-    many = [Announce(Announcement(ip_network(f"10.1.{i // 256}.{i % 256}/32"))) for i in range(GROUP_MAX + 5)]
+    many = [
+        Announce(Announcement(ip_network(f"10.1.{i // 256}.{i % 256}/32")))
+        for i in range(GROUP_MAX + 5)
+    ]
     few = [Withdraw(ip_network(f"10.2.0.{i}/32")) for i in range(GROUP_MIN - 1)]
     batches = render_batches(few + many)
     assert [len(cmds) for _, cmds in batches] == [1] * (GROUP_MIN - 1) + [GROUP_MAX, 5]
@@ -146,14 +166,23 @@ def test_runs_of_identical_attributes_share_a_line_and_small_changes_do_not() ->
     line, cmds = batches[GROUP_MIN - 1]
     assert line.startswith("announce attributes next-hop self nlri 10.1.0.0/32 10.1.0.1/32 ")
     assert line.split()[5:] == [str(c.prefix) for c in cmds]
-    withdraws = render_batches([Withdraw(ip_network(f"10.3.0.{i}/32"), frozenset({ip_address("10.99.0.1")})) for i in range(GROUP_MIN)])
-    assert withdraws[0][0].startswith("neighbor 10.99.0.1 withdraw attributes next-hop self nlri 10.3.0.0/32 ")
+    withdraws = render_batches(
+        [
+            Withdraw(ip_network(f"10.3.0.{i}/32"), frozenset({ip_address("10.99.0.1")}))
+            for i in range(GROUP_MIN)
+        ]
+    )
+    assert withdraws[0][0].startswith(
+        "neighbor 10.99.0.1 withdraw attributes next-hop self nlri 10.3.0.0/32 "
+    )
     for line, _ in render_batches(few + many) + withdraws:
         assert COMMAND_GRAMMAR.fullmatch(line)
 
 
 @given(st.lists(announcements(), min_size=1, max_size=30))
-def test_every_batch_line_matches_the_grammar_and_covers_each_command_once(items: list[Announcement]) -> None:
+def test_every_batch_line_matches_the_grammar_and_covers_each_command_once(
+    items: list[Announcement],
+) -> None:
     from announcer.exabgp.commands import render_batches
 
     commands = [Announce(a) for a in items]

@@ -44,7 +44,12 @@ def host(tmp_path: Path) -> Iterator[Host]:
             sh(link.host, "ip", "link", "set", dev, "up")
         for prefix in VALID:
             sh(link.host, "ip", "route", "add", prefix, "dev", "vethr1")
-        exabgp = ExaBGPProcess.start(link.host, tmp_path / "exabgp", exabgp_conf(config), env={"exabgp.api.terminate": "true"})
+        exabgp = ExaBGPProcess.start(
+            link.host,
+            tmp_path / "exabgp",
+            exabgp_conf(config),
+            env={"exabgp.api.terminate": "true"},
+        )
         h = Host(link, exabgp)
         h.config = config  # type: ignore[attr-defined]
         try:
@@ -59,7 +64,9 @@ def truth(h: Host) -> set[str]:
 
 
 def converge(h: Host, what: str, since: float, timeout: float = 60) -> float:
-    poll(lambda: h.frr_v4() == truth(h), timeout, f"leaf equals the host after {what}", interval=0.1)
+    poll(
+        lambda: h.frr_v4() == truth(h), timeout, f"leaf equals the host after {what}", interval=0.1
+    )
     return round(time.monotonic() - since, 2)
 
 
@@ -101,7 +108,12 @@ def test_exabgp_killed_and_restarted(host: Host, tmp_path: Path) -> None:
     poll(lambda: not pid_alive(announcer), 10, "the announcer exits on stdin EOF")
     poll(lambda: not host.frr_v4(), 30, "the leaf dropped the routes of the dead speaker")
     sh(host.ns, "ip", "route", "add", "10.0.3.12/32", "dev", "vethr1")
-    host.exabgp = ExaBGPProcess.start(host.ns, tmp_path / "exabgp2", exabgp_conf(host.config), env={"exabgp.api.terminate": "true"})  # type: ignore[attr-defined]
+    host.exabgp = ExaBGPProcess.start(
+        host.ns,
+        tmp_path / "exabgp2",
+        exabgp_conf(host.config),
+        env={"exabgp.api.terminate": "true"},
+    )  # type: ignore[attr-defined]
     seconds = converge(host, "ExaBGP was killed and started again", t0, timeout=90)
     record("fault_exabgp_restart", {"converge_seconds_from_kill": seconds})
 
@@ -114,7 +126,9 @@ def test_announcer_crash_loop_ends_the_session_fail_closed(host: Host) -> None:
     poll(lambda: not host.exabgp.alive(), 60, "ExaBGP gave up after its respawn budget")
     poll(lambda: not host.frr_v4(), 30, "the leaf has none of our routes")
     record("fault_crash_loop", {"routes_gone_seconds": round(time.monotonic() - t0, 2)})
-    assert "Too many death" in host.exabgp.log_text() or "terminat" in host.exabgp.log_text().lower()
+    assert (
+        "Too many death" in host.exabgp.log_text() or "terminat" in host.exabgp.log_text().lower()
+    )
 
 
 def test_kill_9_once_keeps_valid_routes_and_withdraws_stale(host: Host, tmp_path: Path) -> None:

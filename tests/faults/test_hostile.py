@@ -46,7 +46,9 @@ def test_hostile_drop_ins_reach_nothing_and_are_named(tmp_path: Path) -> None:
         sh(ns, "ip", "link", "set", "vethr1", "up")
         sh(ns, "ip", "link", "set", "ctr1", "up")
         sh(ns, "ip", "route", "add", "10.200.0.1/32", "dev", "vethr1")
-        sh(ns, "ip", "route", "add", "0.0.0.0/0", "dev", "vethr1")  # a default route must never go out
+        sh(
+            ns, "ip", "route", "add", "0.0.0.0/0", "dev", "vethr1"
+        )  # a default route must never go out
         sh(ns, "ip", "route", "add", "10.0.0.0/8", "dev", "vethr1")  # nor a /8 "host route"
         exa = FakeExaBGP(ns, config)
         try:

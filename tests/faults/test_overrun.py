@@ -47,4 +47,11 @@ def test_200k_changes_overrun_netlink_and_end_exact(tmp_path: Path) -> None:
             exa.close(timeout=30)
     log = exa.stderr()
     assert "netlink_overrun" in log, "no overrun: the test proved nothing"
-    record("fault_overrun_200k", {"announce_100k_seconds": round(announced, 1), "withdraw_100k_seconds": round(withdrawn, 1), "overruns_logged": log.count("netlink_overrun")})
+    record(
+        "fault_overrun_200k",
+        {
+            "announce_100k_seconds": round(announced, 1),
+            "withdraw_100k_seconds": round(withdrawn, 1),
+            "overruns_logged": log.count("netlink_overrun"),
+        },
+    )

@@ -19,7 +19,13 @@ import pytest
 from tests.integration.test_exabgp_frr import Host, exabgp_conf, record
 from tests.netlab import HOST_V4, ExaBGPProcess, bgp_link, kernel_routes, poll, sh
 
-pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.frr, pytest.mark.faults, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.exabgp,
+    pytest.mark.frr,
+    pytest.mark.faults,
+    pytest.mark.slow,
+]
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 POOL = [f"10.0.{9 + i // 200}.{i % 200 + 1}/32" for i in range(600)]
 
@@ -51,7 +57,12 @@ def test_soak(tmp_path: Path) -> None:
         sh(link.host, "ip", "link", "add", "vethr1", "type", "veth", "peer", "name", "ctr1")
         for dev in ("vethr1", "ctr1"):
             sh(link.host, "ip", "link", "set", dev, "up")
-        exabgp = ExaBGPProcess.start(link.host, tmp_path / "exabgp", exabgp_conf(config), env={"exabgp.api.terminate": "true"})
+        exabgp = ExaBGPProcess.start(
+            link.host,
+            tmp_path / "exabgp",
+            exabgp_conf(config),
+            env={"exabgp.api.terminate": "true"},
+        )
         host = Host(link, exabgp)
         present: set[str] = set()
 
@@ -63,7 +74,11 @@ def test_soak(tmp_path: Path) -> None:
 
             def difference() -> str | None:
                 leaf, want = host.frr_v4(), truth()
-                return None if leaf == want else f"leaf-only {sorted(leaf - want)[:5]} missing {sorted(want - leaf)[:5]}"
+                return (
+                    None
+                    if leaf == want
+                    else f"leaf-only {sorted(leaf - want)[:5]} missing {sorted(want - leaf)[:5]}"
+                )
 
             last = ""
             while (diff := difference()) is not None:
@@ -95,7 +110,9 @@ def test_soak(tmp_path: Path) -> None:
                     churn(rng.randint(1, 100))
                 elif action == "dropin":
                     some = rng.sample(sorted(present) or POOL[:1], 1)[0].removesuffix("/32")
-                    (routes_d / f"svc{rng.randint(0, 3)}.yaml").write_text(f"ips: [{some}]\nmed: {rng.randint(0, 100)}\n")
+                    (routes_d / f"svc{rng.randint(0, 3)}.yaml").write_text(
+                        f"ips: [{some}]\nmed: {rng.randint(0, 100)}\n"
+                    )
                 elif action == "kill" and time.monotonic() - last_kill > 20:
                     # ExaBGP gives up after 5 deaths in a 64 s bucket (fail closed, pinned
                     # by the contract tests): one kill per 20 s stays inside the budget.
@@ -121,5 +138,16 @@ def test_soak(tmp_path: Path) -> None:
         # a freshly respawned announcer is compared with the first one: both hold the same table
         assert rss1 < rss0 * 1.5 + 20_000, (rss0, rss1)
         assert fds1 <= fds0 + 5, (fds0, fds1)
-        record("soak", {"seconds": SOAK_SECONDS, "rounds": rounds, "kills": kills, "worst_converge_seconds": round(worst, 2),
-                        "rss_kb_start": rss0, "rss_kb_end": rss1, "fds_start": fds0, "fds_end": fds1})
+        record(
+            "soak",
+            {
+                "seconds": SOAK_SECONDS,
+                "rounds": rounds,
+                "kills": kills,
+                "worst_converge_seconds": round(worst, 2),
+                "rss_kb_start": rss0,
+                "rss_kb_end": rss1,
+                "fds_start": fds0,
+                "fds_end": fds1,
+            },
+        )

@@ -44,7 +44,9 @@ def final_state(lines: list[str]) -> set[str]:
 
 
 class FakeExaBGP:
-    def __init__(self, ns: str, config: Path, rib: list[str] | None = None, acks: bool = True) -> None:
+    def __init__(
+        self, ns: str, config: Path, rib: list[str] | None = None, acks: bool = True
+    ) -> None:
         self._rib: dict[str, str] = {}  # prefix -> adj-rib-out line
         self.rib = rib or []
         self.acks = acks
@@ -120,7 +122,9 @@ class FakeExaBGP:
         got = self.commands.get(timeout=timeout)
         assert got == line, f"expected {line!r}, got {got!r}"
 
-    def wait_for(self, predicate: Callable[[set[str]], bool], timeout: float, what: str) -> set[str]:
+    def wait_for(
+        self, predicate: Callable[[set[str]], bool], timeout: float, what: str
+    ) -> set[str]:
         deadline = time.monotonic() + timeout
         lines: set[str] = set()
         while True:
@@ -152,5 +156,3 @@ class FakeExaBGP:
             if self.proc.poll() is None:
                 self.proc.kill()
             self._stderr.close()
-
-

@@ -76,7 +76,9 @@ def test_status_drain_undrain_and_persistence_across_a_restart(rig: Rig) -> None
         assert "10.200.0.1/32" in rig.cli("status").stdout
         rig.cli("drain", "10.200.0.1/32")
         exa.expect("withdraw route 10.200.0.1/32")
-        assert {r["prefix"]: r["reason"] for r in rig.status()["decisions"]}["10.200.0.1/32"] == "drained"
+        assert {r["prefix"]: r["reason"] for r in rig.status()["decisions"]}[
+            "10.200.0.1/32"
+        ] == "drained"
     finally:
         assert exa.close() == 0
     # a new announcer (as after a respawn) finds the drain persisted
@@ -88,7 +90,11 @@ def test_status_drain_undrain_and_persistence_across_a_restart(rig: Rig) -> None
         rig.cli("undrain", "10.200.0.1/32")
         exa.expect("announce route 10.200.0.1/32 next-hop self")
         plan = json.loads(rig.cli("plan", "--json").stdout)
-        assert all(row["reason"] == "host_route" for row in plan["decisions"] if row["prefix"].startswith("10.200"))
+        assert all(
+            row["reason"] == "host_route"
+            for row in plan["decisions"]
+            if row["prefix"].startswith("10.200")
+        )
     finally:
         exa.close()
 
@@ -97,15 +103,23 @@ def test_graceful_drain_with_a_duration_then_back(rig: Rig) -> None:
     exa = started(rig)
     try:
         rig.cli("drain", "--all", "--for", "3s", "--mode", "graceful")
-        lines = exa.wait_for(lambda s: len(s) >= 4, 10, "graceful-shutdown, then withdraw, for both")
+        lines = exa.wait_for(
+            lambda s: len(s) >= 4, 10, "graceful-shutdown, then withdraw, for both"
+        )
         assert "announce route 10.200.0.1/32 next-hop self community [65535:0]" in lines
         assert "withdraw route 10.200.0.1/32" in lines
         # the drain expires by itself
-        exa.wait_for(lambda s: "announce route 10.200.0.1/32 next-hop self" in s, 10, "re-announced after --for")
+        exa.wait_for(
+            lambda s: "announce route 10.200.0.1/32 next-hop self" in s,
+            10,
+            "re-announced after --for",
+        )
     finally:
         exa.close()
     seen = exa.seen
-    assert seen.index("withdraw route 10.200.0.1/32") > seen.index("announce route 10.200.0.1/32 next-hop self community [65535:0]")
+    assert seen.index("withdraw route 10.200.0.1/32") > seen.index(
+        "announce route 10.200.0.1/32 next-hop self community [65535:0]"
+    )
 
 
 def test_the_maintenance_file_drains_while_it_exists(rig: Rig) -> None:
@@ -116,21 +130,36 @@ def test_the_maintenance_file_drains_while_it_exists(rig: Rig) -> None:
         (rig.tmp / "maintenance").unlink()
         exa.expect("announce route 10.200.0.2/32 next-hop self")
         (rig.tmp / "maintenance").write_text("")
-        exa.wait_for(lambda s: {"withdraw route 10.200.0.1/32", "withdraw route 10.200.0.2/32"} <= s, 10, "empty file drains all")
+        exa.wait_for(
+            lambda s: {"withdraw route 10.200.0.1/32", "withdraw route 10.200.0.2/32"} <= s,
+            10,
+            "empty file drains all",
+        )
     finally:
         exa.close()
 
 
 def test_sigterm_drains_everything_before_exit_when_configured(rig: Rig) -> None:
-    rig.config.write_text(rig.config.read_text().replace("  graceful_seconds: 1\n", "  graceful_seconds: 1\n  on_sigterm: true\n"))
+    rig.config.write_text(
+        rig.config.read_text().replace(
+            "  graceful_seconds: 1\n", "  graceful_seconds: 1\n  on_sigterm: true\n"
+        )
+    )
     exa = started(rig)
     try:
         # ours only: pgrep sees every process on the machine, namespaces or not
-        announcer = [int(p) for p in sh(rig.ns, "pgrep", "-f", f"{ANNOUNCER} run -c {rig.config}").stdout.split()]
+        announcer = [
+            int(p)
+            for p in sh(rig.ns, "pgrep", "-f", f"{ANNOUNCER} run -c {rig.config}").stdout.split()
+        ]
         assert len(announcer) == 1
         for pid in announcer:
             os.kill(pid, signal.SIGTERM)
-        lines = exa.wait_for(lambda s: {"withdraw route 10.200.0.1/32", "withdraw route 10.200.0.2/32"} <= s, 10, "withdrawn on SIGTERM")
+        lines = exa.wait_for(
+            lambda s: {"withdraw route 10.200.0.1/32", "withdraw route 10.200.0.2/32"} <= s,
+            10,
+            "withdrawn on SIGTERM",
+        )
         assert lines
         assert exa.proc.wait(10) == 0
     finally:
@@ -141,7 +170,9 @@ def test_control_socket_refuses_non_root_peers(rig: Rig) -> None:
     public = Path(tempfile.mkdtemp(prefix="aactl", dir="/tmp"))  # traversable by nobody
     public.chmod(0o755)
     sock = public / "ctl.sock"
-    rig.config.write_text(rig.config.read_text().replace(f"socket: {rig.tmp}/ctl.sock", f"socket: {sock}"))
+    rig.config.write_text(
+        rig.config.read_text().replace(f"socket: {rig.tmp}/ctl.sock", f"socket: {sock}")
+    )
     exa = rig.start()
     try:
         exa.wait_for(lambda s: len(s) == 2, 10, "both routes announced")
@@ -156,7 +187,7 @@ def test_control_socket_refuses_non_root_peers(rig: Rig) -> None:
             f"    s.connect('{sock}')\n"
             "except PermissionError:\n"
             "    print('EACCES'); raise SystemExit\n"
-            "s.sendall(b'{\"command\": \"drain\", \"all\": true}\\n')\n"
+            's.sendall(b\'{"command": "drain", "all": true}\\n\')\n'
             "print(s.recv(65536).decode())\n"
         )
         assert sh(rig.ns, sys.executable, "-c", code).stdout.strip() == "EACCES"  # mode 0600
@@ -170,7 +201,11 @@ def test_control_socket_refuses_non_root_peers(rig: Rig) -> None:
 
 
 def test_an_unwritable_state_directory_keeps_announcing_and_says_why(rig: Rig) -> None:
-    rig.config.write_text(rig.config.read_text().replace(f"state_directory: {rig.tmp}/state", "state_directory: /proc/version/state"))
+    rig.config.write_text(
+        rig.config.read_text().replace(
+            f"state_directory: {rig.tmp}/state", "state_directory: /proc/version/state"
+        )
+    )
     exa = started(rig)
     try:
         result = rig.cli("drain", "10.200.0.1/32")
@@ -183,18 +218,34 @@ def test_an_unwritable_state_directory_keeps_announcing_and_says_why(rig: Rig) -
 
 
 def test_a_route_flapping_every_200ms_is_damped_then_reannounced(rig: Rig) -> None:
-    rig.config.write_text(rig.config.read_text() + "damping:\n  half_life_seconds: 2\n  max_suppress_seconds: 30\n")
+    rig.config.write_text(
+        rig.config.read_text() + "damping:\n  half_life_seconds: 2\n  max_suppress_seconds: 30\n"
+    )
     exa = started(rig)
     try:
         flap = subprocess.Popen(
-            ["ip", "netns", "exec", rig.ns, "sh", "-c",
-             "for i in 1 2 3 4 5 6 7 8 9 10; do ip route del 10.200.0.1/32 dev vethr1; sleep 0.1; "
-             "ip route add 10.200.0.1/32 dev vethr1; sleep 0.1; done"]
+            [
+                "ip",
+                "netns",
+                "exec",
+                rig.ns,
+                "sh",
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8 9 10; do ip route del 10.200.0.1/32 dev vethr1; sleep 0.1; "
+                "ip route add 10.200.0.1/32 dev vethr1; sleep 0.1; done",
+            ]
         )
         assert flap.wait(20) == 0
         reasons = lambda: {r["prefix"]: r["reason"] for r in rig.status()["decisions"]}  # noqa: E731
         poll(lambda: reasons()["10.200.0.1/32"] == "damped", 10, "suppressed while flapping")
-        exa.wait_for(lambda s: "announce route 10.200.0.1/32 next-hop self" in s and reasons()["10.200.0.1/32"] == "host_route", 30, "re-announced after it settled")
+        exa.wait_for(
+            lambda s: (
+                "announce route 10.200.0.1/32 next-hop self" in s
+                and reasons()["10.200.0.1/32"] == "host_route"
+            ),
+            30,
+            "re-announced after it settled",
+        )
     finally:
         exa.close()
     announces = exa.seen.count("announce route 10.200.0.1/32 next-hop self")

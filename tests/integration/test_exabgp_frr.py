@@ -61,7 +61,11 @@ class Host:
         return self.link.host
 
     def announcer_pids(self) -> list[int]:
-        return [pid for pid in self.exabgp.helpers() if b"announcer\0run" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        return [
+            pid
+            for pid in self.exabgp.helpers()
+            if b"announcer\0run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
 
     def frr_v4(self) -> set[str]:
         routes = self.link.frr.vtysh_json("show bgp ipv4 unicast json").get("routes") or {}
@@ -73,12 +77,7 @@ class Host:
 
 
 def exabgp_conf(config: Path) -> str:
-    process = (
-        "process announcer {\n"
-        f"    run {ANNOUNCER} run -c {config};\n"
-        "    encoder json;\n"
-        "}\n"
-    )
+    process = f"process announcer {{\n    run {ANNOUNCER} run -c {config};\n    encoder json;\n}}\n"
     return (
         process
         + exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["announcer"])
@@ -122,17 +121,27 @@ def test_host_route_reaches_frr_rib_and_peer_kernel_and_goes_away(host: Host) ->
     poll(lambda: "10.0.0.1/32" in frr.bgp_prefixes("ipv4"), 30, "10.0.0.1/32 in FRR's RIB")
     poll(lambda: "10.0.0.1/32" in kernel_routes(peer), 30, "10.0.0.1/32 in the peer's kernel")
     poll(lambda: "fd00:10::1/128" in frr.bgp_prefixes("ipv6"), 30, "fd00:10::1/128 in FRR's RIB")
-    poll(lambda: "fd00:10::1/128" in kernel_routes(peer, family=6), 30, "fd00:10::1/128 in the peer's kernel")
+    poll(
+        lambda: "fd00:10::1/128" in kernel_routes(peer, family=6),
+        30,
+        "fd00:10::1/128 in the peer's kernel",
+    )
     path = frr.bgp_prefixes("ipv4")["10.0.0.1/32"]
     assert path["aspath"]["string"] == "65001"
     sh(host.ns, "ip", "route", "del", "10.0.0.1/32", "dev", "vethr1")
     sh(host.ns, "ip", "-6", "route", "del", "fd00:10::1/128", "dev", "vethr1")
     poll(lambda: "10.0.0.1/32" not in frr.bgp_prefixes("ipv4"), 30, "10.0.0.1/32 gone from FRR")
-    poll(lambda: "10.0.0.1/32" not in kernel_routes(peer), 30, "10.0.0.1/32 gone from the peer's kernel")
+    poll(
+        lambda: "10.0.0.1/32" not in kernel_routes(peer),
+        30,
+        "10.0.0.1/32 gone from the peer's kernel",
+    )
     poll(lambda: "fd00:10::1/128" not in kernel_routes(peer, family=6), 30, "fd00:10::1/128 gone")
 
 
-def test_kill_9_respawn_withdraws_the_stale_route_and_never_blips_the_others(host: Host, tmp_path: Path) -> None:
+def test_kill_9_respawn_withdraws_the_stale_route_and_never_blips_the_others(
+    host: Host, tmp_path: Path
+) -> None:
     frr, peer = host.link.frr, host.link.peer
     mine = ["10.0.1.1/32", "10.0.1.2/32", "10.0.1.3/32"]
     for prefix in mine:
@@ -148,10 +157,20 @@ def test_kill_9_respawn_withdraws_the_stale_route_and_never_blips_the_others(hos
         os.kill(old, signal.SIGKILL)
         killed = time.monotonic()
         poll(lambda: not pid_alive(old), 10, "old announcer gone")
-        new = poll(lambda: [p for p in host.announcer_pids() if p != old], 30, "announcer respawned")
-        poll(lambda: "10.0.1.3/32" not in frr.bgp_prefixes("ipv4"), 30, "stale route withdrawn after respawn")
+        new = poll(
+            lambda: [p for p in host.announcer_pids() if p != old], 30, "announcer respawned"
+        )
+        poll(
+            lambda: "10.0.1.3/32" not in frr.bgp_prefixes("ipv4"),
+            30,
+            "stale route withdrawn after respawn",
+        )
         converged = time.monotonic() - killed
-        poll(lambda: "10.0.1.3/32" not in kernel_routes(peer), 30, "stale route gone from the peer kernel")
+        poll(
+            lambda: "10.0.1.3/32" not in kernel_routes(peer),
+            30,
+            "stale route gone from the peer kernel",
+        )
         assert set(mine[:2]) <= set(frr.bgp_prefixes("ipv4"))
         # Exactly one UPDATE reached FRR: the withdraw. The re-announce of the two valid
         # routes at start-up sent nothing (ExaBGP drops identical re-announcements).
@@ -206,7 +225,9 @@ def test_10k_burst_is_announced_then_withdrawn_exactly(host: Host, tmp_path: Pat
     record("burst_10k", figures)
 
 
-def test_a_hung_announcer_makes_the_watchdog_end_exabgp_and_the_peer_drops_the_routes(tmp_path: Path) -> None:
+def test_a_hung_announcer_makes_the_watchdog_end_exabgp_and_the_peer_drops_the_routes(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "announcer.yaml"
     config.write_text(CONFIG + "exabgp:\n  watchdog_seconds: 3\n")
     with bgp_link(tmp_path) as link:
@@ -214,7 +235,12 @@ def test_a_hung_announcer_makes_the_watchdog_end_exabgp_and_the_peer_drops_the_r
         for dev in ("vethr1", "ctr1"):
             sh(link.host, "ip", "link", "set", dev, "up")
         sh(link.host, "ip", "route", "add", "10.0.7.1/32", "dev", "vethr1")
-        exabgp = ExaBGPProcess.start(link.host, tmp_path / "exabgp", exabgp_conf(config), env={"exabgp.api.terminate": "true"})
+        exabgp = ExaBGPProcess.start(
+            link.host,
+            tmp_path / "exabgp",
+            exabgp_conf(config),
+            env={"exabgp.api.terminate": "true"},
+        )
         host = Host(link, exabgp)
         try:
             poll(lambda: "10.0.7.1/32" in host.frr_v4(), 60, "route announced")
@@ -222,14 +248,19 @@ def test_a_hung_announcer_makes_the_watchdog_end_exabgp_and_the_peer_drops_the_r
             os.kill(announcer, signal.SIGSTOP)
             stopped = time.monotonic()
             poll(lambda: not exabgp.alive(), 20, "the watchdog ended ExaBGP")
-            poll(lambda: "10.0.7.1/32" not in host.frr_v4(), 20, "FRR dropped the hung host's route")
+            poll(
+                lambda: "10.0.7.1/32" not in host.frr_v4(), 20, "FRR dropped the hung host's route"
+            )
             gone = time.monotonic() - stopped
             # ExaBGP 5 SIGKILLs its helpers 2 s after SIGTERM; else SIGCONT -> EOF -> exit
             with contextlib.suppress(ProcessLookupError):
                 os.kill(announcer, signal.SIGCONT)
             poll(lambda: not pid_alive(announcer), 20, "the hung announcer is gone")
             assert "watchdog_expired" in exabgp.log_text()
-            record("watchdog_hang", {"route_gone_after_sigstop_seconds": round(gone, 2), "watchdog_seconds": 3})
+            record(
+                "watchdog_hang",
+                {"route_gone_after_sigstop_seconds": round(gone, 2), "watchdog_seconds": 3},
+            )
         finally:
             exabgp.stop()
 
@@ -249,16 +280,28 @@ def test_under_exabgp_4_2_announce_withdraw_and_restart_safety(tmp_path: Path) -
             sh(link.host, "ip", "link", "set", dev, "up")
         for prefix in ("10.0.4.1/32", "10.0.4.2/32"):
             sh(link.host, "ip", "route", "add", prefix, "dev", "vethr1")
-        exabgp = ExaBGPProcess.start(link.host, tmp_path / "exabgp", exabgp_conf(config), env={"exabgp.api.terminate": "true"}, exabgp=str(EXABGP4))
+        exabgp = ExaBGPProcess.start(
+            link.host,
+            tmp_path / "exabgp",
+            exabgp_conf(config),
+            env={"exabgp.api.terminate": "true"},
+            exabgp=str(EXABGP4),
+        )
         host = Host(link, exabgp)
         try:
-            poll(lambda: host.frr_v4() == {"10.0.4.1/32", "10.0.4.2/32"}, 60, "announced through 4.2")
+            poll(
+                lambda: host.frr_v4() == {"10.0.4.1/32", "10.0.4.2/32"}, 60, "announced through 4.2"
+            )
             updates = link.frr.updates_received(HOST_V4)
             [old] = host.announcer_pids()
             os.kill(old, signal.SIGSTOP)
             sh(link.host, "ip", "route", "del", "10.0.4.2/32", "dev", "vethr1")
             os.kill(old, signal.SIGKILL)
-            poll(lambda: host.frr_v4() == {"10.0.4.1/32"}, 30, "stale route withdrawn after the 4.2 respawn")
+            poll(
+                lambda: host.frr_v4() == {"10.0.4.1/32"},
+                30,
+                "stale route withdrawn after the 4.2 respawn",
+            )
             assert link.frr.updates_received(HOST_V4) - updates == 1
             assert "exabgp_dialect_mismatch" not in exabgp.log_text()
             sh(link.host, "ip", "route", "del", "10.0.4.1/32", "dev", "vethr1")

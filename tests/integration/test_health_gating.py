@@ -31,17 +31,25 @@ def hosts() -> Iterator[tuple[str, str]]:
 
 
 def start_server(ctr: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(["ip", "netns", "exec", ctr, sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ctr, sys.executable, "-c", SERVER],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
 
-def test_a_stopped_service_is_withdrawn_after_fall_and_back_after_rise(hosts: tuple[str, str], tmp_path: Path) -> None:
+def test_a_stopped_service_is_withdrawn_after_fall_and_back_after_rise(
+    hosts: tuple[str, str], tmp_path: Path
+) -> None:
     host, ctr = hosts
     routes_d = tmp_path / "routes.d"
     routes_d.mkdir()
-    (routes_d / "svc.yaml").write_text("ips: [10.200.0.9]\ncheck: 'tcp:8080 interval=0.2 timeout=0.2 rise=2 fall=2'\n")
+    (routes_d / "svc.yaml").write_text(
+        "ips: [10.200.0.9]\ncheck: 'tcp:8080 interval=0.2 timeout=0.2 rise=2 fall=2'\n"
+    )
     config = tmp_path / "announcer.yaml"
     config.write_text(
         "kernel:\n  interfaces: ['vethr*']\n  protocols: [180]\n  resync_interval_seconds: 3600\n"
@@ -67,4 +75,10 @@ def test_a_stopped_service_is_withdrawn_after_fall_and_back_after_rise(hosts: tu
         exa.close()
     log = exa.stderr()
     assert "health_changed key=files:" in log
-    record("health_tcp_0.2s_rise2_fall2", {"withdrawn_after_stop_seconds": round(down, 2), "announced_after_start_seconds": round(up, 2)})
+    record(
+        "health_tcp_0.2s_rise2_fall2",
+        {
+            "withdrawn_after_stop_seconds": round(down, 2),
+            "announced_after_start_seconds": round(up, 2),
+        },
+    )

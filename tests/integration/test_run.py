@@ -71,15 +71,23 @@ def test_route_added_is_announced_and_deleted_is_withdrawn(host: str, config: Pa
     assert reasons["10.0.5.0/24"] == (False, "not_host_prefix")
     assert reasons["10.0.0.9/32"] == (False, "interface_not_selected")
     assert "10.0.0.1/32" not in reasons
-    assert sorted(plan["commands"]) == ["announce route 10.0.0.2/32 next-hop self", "announce route fd00:10::7/128 next-hop self"]
+    assert sorted(plan["commands"]) == [
+        "announce route 10.0.0.2/32 next-hop self",
+        "announce route fd00:10::7/128 next-hop self",
+    ]
 
 
 def test_plan_text_names_each_reason(host: str, config: Path) -> None:
     sh(host, "ip", "route", "add", "192.168.5.5/32", "dev", "vethr1")
     sh(host, "ip", "route", "add", "10.0.0.3/32", "dev", "vethr1")
     out = sh(host, ANNOUNCER, "plan", "-c", str(config)).stdout
-    assert any(line.split()[:3] == ["192.168.5.5/32", "withhold", "prefix_not_allowed"] for line in out.splitlines())
-    assert any(line.split()[:3] == ["10.0.0.3/32", "announce", "host_route"] for line in out.splitlines())
+    assert any(
+        line.split()[:3] == ["192.168.5.5/32", "withhold", "prefix_not_allowed"]
+        for line in out.splitlines()
+    )
+    assert any(
+        line.split()[:3] == ["10.0.0.3/32", "announce", "host_route"] for line in out.splitlines()
+    )
     assert "announce route 10.0.0.3/32 next-hop self" in out.splitlines()
 
 
@@ -96,7 +104,9 @@ def test_restart_withdraws_only_what_is_no_longer_valid(host: str, config: Path)
         exa.expect("neighbor 10.99.0.1 withdraw route 10.0.0.66/32")
         exa.expect("announce route 10.0.0.1/32 next-hop self")
         exa.no_command_within(0.5)
-        assert not any(line.startswith(("withdraw", "neighbor")) and "10.0.0.1/32" in line for line in exa.seen)
+        assert not any(
+            line.startswith(("withdraw", "neighbor")) and "10.0.0.1/32" in line for line in exa.seen
+        )
     finally:
         exa.close()
 
@@ -106,7 +116,9 @@ def test_neighbor_state_messages_are_consumed_and_shutdown_exits(host: str, conf
     try:
         sh(host, "ip", "route", "add", "10.0.0.1/32", "dev", "vethr1")
         exa.expect("announce route 10.0.0.1/32 next-hop self")
-        exa.send('{ "exabgp": "5.0.0", "type": "state", "neighbor": { "address": { "local": "10.99.0.2", "peer": "10.99.0.1" }, "state": "up" } }')
+        exa.send(
+            '{ "exabgp": "5.0.0", "type": "state", "neighbor": { "address": { "local": "10.99.0.2", "peer": "10.99.0.1" }, "state": "up" } }'
+        )
         exa.expect("announce route 10.0.0.1/32 next-hop self")  # a session came up: replay
         exa.send('{ "exabgp": "5.0.0", "type": "notification", "notification": "shutdown" }')
         assert exa.proc.wait(10) == 0
@@ -117,7 +129,9 @@ def test_neighbor_state_messages_are_consumed_and_shutdown_exits(host: str, conf
 
 def test_without_acks_the_announcer_refuses_to_run(host: str, tmp_path: Path) -> None:
     path = tmp_path / "announcer.yaml"
-    path.write_text(CONFIG.replace("exabgp_placeholder", "") + "exabgp:\n  startup_timeout_seconds: 1\n")
+    path.write_text(
+        CONFIG.replace("exabgp_placeholder", "") + "exabgp:\n  startup_timeout_seconds: 1\n"
+    )
     exa = FakeExaBGP(host, path, acks=False)
     try:
         assert exa.proc.wait(15) == 1
@@ -146,7 +160,9 @@ def test_an_error_reply_is_logged_and_retried(host: str, config: Path) -> None:
         exa.expect("announce route 10.0.0.1/32 next-hop self", timeout=10)  # the retry
     finally:
         exa.close()
-    assert "exabgp_command_failed command='announce route 10.0.0.1/32 next-hop self'" in exa.stderr()
+    assert (
+        "exabgp_command_failed command='announce route 10.0.0.1/32 next-hop self'" in exa.stderr()
+    )
 
 
 def test_drift_in_exabgps_rib_is_repaired(host: str, tmp_path: Path) -> None:
@@ -158,8 +174,20 @@ def test_drift_in_exabgps_rib_is_repaired(host: str, tmp_path: Path) -> None:
     exa = FakeExaBGP(host, path)
     try:
         exa.expect("announce route 10.0.0.1/32 next-hop self")
-        exa.rib = ["10.99.0.1 ipv4 unicast 10.0.0.77/32 next-hop 10.99.0.2"]  # ExaBGP's truth drifted
-        lines = exa.wait_for(lambda s: {"neighbor 10.99.0.1 withdraw route 10.0.0.77/32", "announce route 10.0.0.1/32 next-hop self"} <= s, 10, "drift repaired")
+        exa.rib = [
+            "10.99.0.1 ipv4 unicast 10.0.0.77/32 next-hop 10.99.0.2"
+        ]  # ExaBGP's truth drifted
+        lines = exa.wait_for(
+            lambda s: (
+                {
+                    "neighbor 10.99.0.1 withdraw route 10.0.0.77/32",
+                    "announce route 10.0.0.1/32 next-hop self",
+                }
+                <= s
+            ),
+            10,
+            "drift repaired",
+        )
         assert lines
     finally:
         exa.close()

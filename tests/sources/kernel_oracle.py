@@ -13,7 +13,15 @@ def ours() -> dict[str, list[list[object]]]:
     snap = dump_kernel()
     return {
         "routes": sorted(
-            [str(r.prefix), r.table, r.protocol, r.type, r.oif, str(r.gateway) if r.gateway else None, r.priority]
+            [
+                str(r.prefix),
+                r.table,
+                r.protocol,
+                r.type,
+                r.oif,
+                str(r.gateway) if r.gateway else None,
+                r.priority,
+            ]
             for r in snap.routes
         ),
         "links": sorted([link.index, link.name, link.flags] for link in snap.links),
@@ -26,15 +34,17 @@ def theirs() -> dict[str, list[list[object]]]:
         routes = []
         for msg in ipr.get_routes(family=0):
             dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if msg["family"] == 2 else "::")
-            routes.append([
-                f"{dst}/{msg['dst_len']}",
-                msg.get_attr("RTA_TABLE") or msg["table"],
-                msg["proto"],
-                msg["type"],
-                msg.get_attr("RTA_OIF"),
-                msg.get_attr("RTA_GATEWAY"),
-                msg.get_attr("RTA_PRIORITY") or 0,
-            ])
+            routes.append(
+                [
+                    f"{dst}/{msg['dst_len']}",
+                    msg.get_attr("RTA_TABLE") or msg["table"],
+                    msg["proto"],
+                    msg["type"],
+                    msg.get_attr("RTA_OIF"),
+                    msg.get_attr("RTA_GATEWAY"),
+                    msg.get_attr("RTA_PRIORITY") or 0,
+                ]
+            )
         links = [[m["index"], m.get_attr("IFLA_IFNAME"), m["flags"]] for m in ipr.get_links()]
         addresses = [
             [m["index"], m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"]]

@@ -45,8 +45,13 @@ def inspect_payload(**state: Any) -> dict[str, Any]:
         "Id": "c0ffee",
         "Name": "/web",
         "State": {"Running": True, **state},
-        "Config": {"Labels": {"anycast.ips": "10.200.0.1", "anycast.med": "5"}, "StopSignal": "SIGQUIT"},
-        "NetworkSettings": {"Networks": {"routed": {"IPAddress": "10.30.0.5", "GlobalIPv6Address": ""}}},
+        "Config": {
+            "Labels": {"anycast.ips": "10.200.0.1", "anycast.med": "5"},
+            "StopSignal": "SIGQUIT",
+        },
+        "NetworkSettings": {
+            "Networks": {"routed": {"IPAddress": "10.30.0.5", "GlobalIPv6Address": ""}}
+        },
     }
 
 
@@ -54,7 +59,9 @@ def test_parse_container_payloads() -> None:
     instance = parse_container(inspect_payload(), 1.0)
     assert (instance.name, instance.state) == ("web", InstanceState.SERVING)
     assert [str(i) for i in instance.ips] == ["10.30.0.5", "10.200.0.1"]
-    assert container_state(inspect_payload(Health={"Status": "unhealthy"})) is InstanceState.UNHEALTHY
+    assert (
+        container_state(inspect_payload(Health={"Status": "unhealthy"})) is InstanceState.UNHEALTHY
+    )
     assert container_state(inspect_payload(Health={"Status": "starting"})) is InstanceState.STARTING
     assert container_state(inspect_payload(Paused=True)) is InstanceState.UNHEALTHY
     assert container_state({"State": {"Running": False}}) is InstanceState.STOPPED
@@ -140,8 +147,15 @@ class LiveRestoreDockerd(Dockerd):
         )
         log = (ctd / "containerd.log").open("ab")
         self.containerd = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.ns}", "containerd", "--config", str(ctd / "config.toml")],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.ns}",
+                "containerd",
+                "--config",
+                str(ctd / "config.toml"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         poll((ctd / "c.sock").exists, 30, "containerd listening")
 
@@ -156,7 +170,12 @@ class LiveRestoreDockerd(Dockerd):
                 self.containerd.wait(5)
             self.containerd = None
         # shims of containers live-restore kept running
-        out = subprocess.run(["pgrep", "-f", f"containerd-shim.*{self.workdir}"], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["pgrep", "-f", f"containerd-shim.*{self.workdir}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         kill_and_wait([int(p) for p in out.split()], signal.SIGKILL, 5.0)
 
 
@@ -166,7 +185,17 @@ pytestmark = [pytest.mark.netns, pytest.mark.docker]
 def test_labelled_container_is_announced_and_withdrawn_before_it_dies(rig: Rig) -> None:
     sh(rig.ns, "ip", "route", "add", "10.200.0.1/32", "dev", "vethr1")
     rig.exa.no_command_within(0.5)  # the route alone is not enough: no instance claims it
-    rig.run("web", "--label", "anycast.ips=10.200.0.1", "--label", "anycast.communities=65001:1", rig.docker.image, "sh", "-c", SLOW_STOP)
+    rig.run(
+        "web",
+        "--label",
+        "anycast.ips=10.200.0.1",
+        "--label",
+        "anycast.communities=65001:1",
+        rig.docker.image,
+        "sh",
+        "-c",
+        SLOW_STOP,
+    )
     rig.exa.expect("announce route 10.200.0.1/32 next-hop self community [65001:1]", timeout=20)
     started = int(time.time())
     stopper = threading.Thread(target=rig.docker.cli, args=("stop", "-t", "10", "web"))
@@ -174,7 +203,17 @@ def test_labelled_container_is_announced_and_withdrawn_before_it_dies(rig: Rig) 
     rig.exa.expect("withdraw route 10.200.0.1/32", timeout=20)
     stopper.join(30)
     withdrawn_ns = next(t for t, line in rig.exa.times if line.startswith("withdraw"))
-    out = rig.docker.cli("events", "--since", str(started), "--until", str(int(time.time()) + 1), "--filter", "container=web", "--format", "{{json .}}").stdout
+    out = rig.docker.cli(
+        "events",
+        "--since",
+        str(started),
+        "--until",
+        str(int(time.time()) + 1),
+        "--filter",
+        "container=web",
+        "--format",
+        "{{json .}}",
+    ).stdout
     events = {e["Action"]: e["timeNano"] for e in map(json.loads, out.splitlines())}
     assert "die" in events, events
     assert withdrawn_ns < events["die"], f"withdraw {withdrawn_ns} not before die {events['die']}"
@@ -183,7 +222,22 @@ def test_labelled_container_is_announced_and_withdrawn_before_it_dies(rig: Rig) 
 
 def test_healthcheck_failing_withdraws_and_passing_reannounces(rig: Rig) -> None:
     sh(rig.ns, "ip", "route", "add", "10.200.0.2/32", "dev", "vethr1")
-    rig.run("api", "--label", "anycast.ips=10.200.0.2", "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s", "--health-retries", "1", "--health-timeout", "1s", rig.docker.image, "sleep", "600")
+    rig.run(
+        "api",
+        "--label",
+        "anycast.ips=10.200.0.2",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "--health-timeout",
+        "1s",
+        rig.docker.image,
+        "sleep",
+        "600",
+    )
     rig.exa.no_command_within(2.5)  # health "starting" then "unhealthy": not announced
     rig.docker.cli("exec", "api", "busybox", "touch", "/tmp/ok")
     rig.exa.expect("announce route 10.200.0.2/32 next-hop self", timeout=20)
@@ -198,22 +252,48 @@ def test_dockerd_killed_and_restarted_withdraws_nothing_that_still_runs(rig: Rig
     rig.run("db", "--label", "anycast.ips=10.200.0.3", rig.docker.image, "sleep", "600")
     rig.exa.expect("announce route 10.200.0.3/32 next-hop self", timeout=20)
     rig.docker.kill(signal.SIGKILL)
-    poll(lambda: "source_lost source=docker" in rig.exa.stderr(), 20, "the announcer noticed dockerd is gone")
+    poll(
+        lambda: "source_lost source=docker" in rig.exa.stderr(),
+        20,
+        "the announcer noticed dockerd is gone",
+    )
     rig.docker.start()
-    poll(lambda: rig.exa.stderr().count("source_synced source=docker") >= 2, 40, "docker source re-listed after the restart")
+    poll(
+        lambda: rig.exa.stderr().count("source_synced source=docker") >= 2,
+        40,
+        "docker source re-listed after the restart",
+    )
     rig.exa.no_command_within(2.5)
     # and it still follows the container afterwards
     rig.docker.cli("stop", "-t", "1", "db")
     rig.exa.expect("withdraw route 10.200.0.3/32", timeout=20)
-    assert [line for line in rig.exa.seen if "10.200.0.3" in line] == ["announce route 10.200.0.3/32 next-hop self", "withdraw route 10.200.0.3/32"]
+    assert [line for line in rig.exa.seen if "10.200.0.3" in line] == [
+        "announce route 10.200.0.3/32 next-hop self",
+        "withdraw route 10.200.0.3/32",
+    ]
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=10,
 )
-payload_keys = st.sampled_from(["Id", "Name", "State", "Config", "NetworkSettings", "Labels", "Running", "Health", "Networks", "IPAddress"])
+payload_keys = st.sampled_from(
+    [
+        "Id",
+        "Name",
+        "State",
+        "Config",
+        "NetworkSettings",
+        "Labels",
+        "Running",
+        "Health",
+        "Networks",
+        "IPAddress",
+    ]
+)
 payloads = st.dictionaries(payload_keys, json_values, max_size=6)
 
 
@@ -229,6 +309,11 @@ def test_fuzz_any_payload_is_an_instance_or_a_payload_error(payload: dict[str, A
 
 
 def test_a_payload_of_the_wrong_shape_is_a_payload_error() -> None:
-    for bad in ({}, {"Id": 5}, {"Id": "x", "Config": {"Labels": ["a"]}}, {"Id": "x", "Config": "nope"}):
+    for bad in (
+        {},
+        {"Id": 5},
+        {"Id": "x", "Config": {"Labels": ["a"]}},
+        {"Id": "x", "Config": "nope"},
+    ):
         with pytest.raises(PayloadError):
             parse_container(bad, 0.0)

@@ -17,7 +17,11 @@ from tests.netlab import netns, poll, sh
 
 
 def test_a_drop_in_is_a_serving_instance_with_typed_attributes(tmp_path: Path) -> None:
-    instance = parse_drop_in(tmp_path / "dns.yaml", "ips: [10.200.0.53]\ncommunities: ['65001:53', GRACEFUL_SHUTDOWN]\nmed: 10\n", 5.0)
+    instance = parse_drop_in(
+        tmp_path / "dns.yaml",
+        "ips: [10.200.0.53]\ncommunities: ['65001:53', GRACEFUL_SHUTDOWN]\nmed: 10\n",
+        5.0,
+    )
     assert instance.state is InstanceState.SERVING
     assert instance.ips == (ip_address("10.200.0.53"),)
     assert instance.spec is not None
@@ -37,7 +41,9 @@ def test_a_drop_in_is_a_serving_instance_with_typed_attributes(tmp_path: Path) -
         ("ips: ['10.0.0.1\\nshutdown']\n", "anycast.ips"),
     ],
 )
-def test_bad_drop_ins_are_rejected_naming_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+def test_bad_drop_ins_are_rejected_naming_file_and_key(
+    tmp_path: Path, text: str, needle: str
+) -> None:
     with pytest.raises(DropInError) as info:
         parse_drop_in(tmp_path / "bad.yaml", text, 0.0)
     assert "bad.yaml" in str(info.value)
@@ -89,13 +95,21 @@ def test_drop_ins_and_config_edits_apply_live(host: str, tmp_path: Path) -> None
     try:
         (routes_d / "dns.yaml").write_text("ips: [10.200.0.53]\ncommunities: ['65001:53']\n")
         exa.expect("announce route 10.200.0.53/32 next-hop self community [65001:53]")
-        (routes_d / "dns.yaml").write_text("ips: [10.200.0.53]\ncommunities: ['65001:53']\nmed: 20\n")
+        (routes_d / "dns.yaml").write_text(
+            "ips: [10.200.0.53]\ncommunities: ['65001:53']\nmed: 20\n"
+        )
         exa.expect("announce route 10.200.0.53/32 next-hop self med 20 community [65001:53]")
-        (routes_d / "dns.yaml").write_text("ips: [10.200.0.53]\ncommunities: ['65001:")  # half-written
+        (routes_d / "dns.yaml").write_text(
+            "ips: [10.200.0.53]\ncommunities: ['65001:"
+        )  # half-written
         exa.no_command_within(1.0)
         # the main config: a valid edit applies without restart ...
-        config.write_text(base + "policy:\n  allow: ['10.0.0.0/8']\n  attributes:\n    local_preference: 300\n")
-        exa.expect("announce route 10.200.0.53/32 next-hop self med 20 local-preference 300 community [65001:53]")
+        config.write_text(
+            base + "policy:\n  allow: ['10.0.0.0/8']\n  attributes:\n    local_preference: 300\n"
+        )
+        exa.expect(
+            "announce route 10.200.0.53/32 next-hop self med 20 local-preference 300 community [65001:53]"
+        )
         # ... an invalid one changes nothing
         config.write_text(base + "policy:\n  allow: ['10.0.0.0/33']\n")
         exa.no_command_within(1.0)
@@ -118,7 +132,9 @@ def test_plan_shows_which_sources_contributed_each_prefix(host: str, tmp_path: P
     (routes_d / "dns.yaml").write_text("ips: [10.200.0.53]\nmed: 7\n")
     (routes_d / "broken.yaml").write_text("ips: [10.200.0.54]\nmed: nope\n")
     config = tmp_path / "announcer.yaml"
-    config.write_text(f"kernel:\n  interfaces: ['vethr*']\npolicy:\n  allow: ['10.0.0.0/8']\nfiles:\n  enabled: true\n  directory: {routes_d}\n")
+    config.write_text(
+        f"kernel:\n  interfaces: ['vethr*']\npolicy:\n  allow: ['10.0.0.0/8']\nfiles:\n  enabled: true\n  directory: {routes_d}\n"
+    )
     sh(host, "ip", "route", "add", "10.200.0.53/32", "dev", "vethr1")
     import json
 

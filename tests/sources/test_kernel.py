@@ -57,7 +57,12 @@ def test_parse_messages_handles_a_datagram_of_several_messages() -> None:
         body += struct.pack("=HH", 8, 1) + dst + struct.pack("=HHI", 8, 4, oif)
         return struct.pack("=IHHII", 16 + len(body), kind, 2, 1, 0) + body
 
-    data = route(bytes([10, 0, 0, 1]), 5) + route(bytes([10, 0, 0, 2]), 6, kind=25) + struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4
+    data = (
+        route(bytes([10, 0, 0, 1]), 5)
+        + route(bytes([10, 0, 0, 2]), 6, kind=25)
+        + struct.pack("=IHHII", 20, 3, 2, 1, 0)
+        + b"\0" * 4
+    )
     events = list(parse_messages(data))
     assert isinstance(events[0], RouteAdded)
     assert events[0].route.prefix == ip_network("10.0.0.1/32")
@@ -72,7 +77,9 @@ def test_parse_messages_handles_a_datagram_of_several_messages() -> None:
 
 @pytest.mark.netns
 @pytest.mark.slow
-def test_netlink_overrun_forces_a_resync_and_the_end_state_is_exact(ns: str, tmp_path: Path) -> None:
+def test_netlink_overrun_forces_a_resync_and_the_end_state_is_exact(
+    ns: str, tmp_path: Path
+) -> None:
     config = tmp_path / "announcer.yaml"
     config.write_text(
         "kernel:\n  interfaces: ['vethr*']\n  netlink_rcvbuf_bytes: 65536\n  resync_interval_seconds: 3600\n"
@@ -85,12 +92,21 @@ def test_netlink_overrun_forces_a_resync_and_the_end_state_is_exact(ns: str, tmp
     try:
         batch.write_text("".join(f"route add {p} dev vethr1\n" for p in sorted(prefixes)))
         sh(ns, "ip", "-batch", str(batch))
-        poll(lambda: final_state(exa.seen) == prefixes, 120, "every route announced exactly once overall", interval=0.2)
+        poll(
+            lambda: final_state(exa.seen) == prefixes,
+            120,
+            "every route announced exactly once overall",
+            interval=0.2,
+        )
         batch.write_text("".join(f"route del {p} dev vethr1\n" for p in sorted(prefixes)))
         sh(ns, "ip", "-batch", str(batch))
         poll(lambda: final_state(exa.seen) == set(), 120, "every route withdrawn", interval=0.2)
     finally:
         exa.close()
-    assert "netlink_overrun" in exa.stderr(), "the burst did not overrun a 64 KiB buffer: the test proves nothing"
-    announced = [p for line in exa.seen if line.split()[0] == "announce" for p in parse_command(line)[1]]
+    assert "netlink_overrun" in exa.stderr(), (
+        "the burst did not overrun a 64 KiB buffer: the test proves nothing"
+    )
+    announced = [
+        p for line in exa.seen if line.split()[0] == "announce" for p in parse_command(line)[1]
+    ]
     assert len(announced) == count  # each route announced exactly once overall
