@@ -21,7 +21,7 @@ from announcer.core.world import World
 from announcer.daemon.convert import to_policy
 from announcer.daemon.logs import FORMATS, setup_logging
 from announcer.exabgp.commands import render
-from announcer.model import prefix_order
+from announcer.model import Prefix, prefix_order
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -34,15 +34,15 @@ def plan_report(
     source's status; and the exact lines a fresh start would send."""
     policy = to_policy(config)
     decisions = decide(world, policy, now=now)
-    want = desired(decisions.values(), policy)
+    want = desired(decisions.items(), policy)
     lines = [render(c) for c in diff(want, {})]
-    rows = [_row(decisions[p]) for p in sorted(decisions, key=prefix_order)]
+    rows = [_row(p, decisions[p]) for p in sorted(decisions, key=prefix_order)]
     return {"decisions": rows, "sources": sources or {}, "commands": lines}
 
 
-def _row(decision: Decision) -> dict[str, Any]:
+def _row(prefix: Prefix, decision: Decision) -> dict[str, Any]:
     return {
-        "prefix": str(decision.prefix),
+        "prefix": str(prefix),
         "announce": decision.announce,
         "reason": decision.reason,
         "sources": list(decision.sources),

@@ -9,7 +9,7 @@ every error names the file, the key and the offending value.
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv6Address, ip_network
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -173,13 +173,13 @@ class PolicyConfig(_Strict):
     def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for text in value:
             try:
-                ip_network(text, strict=True)
+                Prefix(text)
             except ValueError as exc:
                 raise ValueError(f"allow entry {text!r} is not a CIDR prefix: {exc}") from None
         return value
 
     def networks(self) -> tuple[Prefix, ...]:
-        return tuple(ip_network(text, strict=True) for text in self.allow)
+        return tuple(Prefix(text) for text in self.allow)
 
 
 class LifecycleConfig(_Strict):

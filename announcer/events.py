@@ -21,6 +21,31 @@ IFF_LOWER_UP = 0x10000
 
 
 @dataclass(frozen=True, slots=True)
+class Via:
+    """What a kernel route says besides its prefix. Routes that agree on all of it share
+    one Via in the world (``World`` interns them)."""
+
+    table: int
+    protocol: int
+    type: int = RTN_UNICAST
+    oif: int | None = None
+    gateway: IPAddress | None = None
+    priority: int = 0
+    multipath: bool = False
+
+    @property
+    def slot(self) -> tuple[int, int]:
+        """With the prefix, what identifies a route in the kernel (a delete names these)."""
+        return (self.table, self.priority)
+
+    def fields(self) -> tuple[int, int, int, int | None, IPAddress | None, int, bool]:
+        return (
+            self.table, self.protocol, self.type, self.oif, self.gateway, self.priority,
+            self.multipath,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class KernelRoute:
     """One route of the kernel's routing tables (RTM_NEWROUTE)."""
 
@@ -34,12 +59,11 @@ class KernelRoute:
     multipath: bool = False
 
     @property
-    def key(self) -> RouteKey:
-        """What identifies a route in the kernel: a delete names these fields."""
-        return (self.table, self.prefix, self.priority)
-
-
-RouteKey = tuple[int, Prefix, int]
+    def via(self) -> Via:
+        return Via(
+            self.table, self.protocol, self.type, self.oif, self.gateway, self.priority,
+            self.multipath,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

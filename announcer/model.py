@@ -1,7 +1,7 @@
 """Frozen value types shared by the core and the edges.
 
-Everything that can end up in an ExaBGP command is one of these typed values: IP
-networks and addresses from :mod:`ipaddress`, bounded integers, and fixed keywords.
+Everything that can end up in an ExaBGP command is one of these typed values: prefixes
+(:class:`Prefix`), addresses from :mod:`ipaddress`, bounded integers, and fixed keywords.
 Constructors validate ranges, so an out-of-range value cannot exist.
 """
 
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Literal
 
-Prefix = IPv4Network | IPv6Network
 IPAddress = IPv4Address | IPv6Address
 NextHop = Literal["self"] | IPv4Address | IPv6Address
 
@@ -69,20 +68,105 @@ def quote(value: str, limit: int = 60) -> str:
     return ascii(shown)
 
 
+_V6 = 1 << 136  # the family bit of a Prefix's value, above 128 address bits and 8 length bits
+
+
+class Prefix(int):
+    """An IPv4 or IPv6 prefix in one int: ``[v6 bit] address << 8 | length``.
+
+    A route table of 100k entries holds 100k of these, so a prefix is one small int (32 B
+    for IPv4) instead of an ``IPv4Network`` with its address objects (~250 B). Equal
+    prefixes are equal ints (hash, dict keys); the int order is IPv4 first, then address,
+    then length. ``str()`` is the usual ``10.0.0.1/32``. Host bits are always zero.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str | IPv4Network | IPv6Network | int) -> Prefix:
+        """From text (strict: no host bits), an ``ipaddress`` network, or another Prefix."""
+        if isinstance(value, Prefix):
+            return value
+        if isinstance(value, int):
+            raise TypeError("use Prefix.make(version, address, length) for integers")
+        network = ip_network(value, strict=True) if isinstance(value, str) else value
+        return cls.make(network.version, int(network.network_address), network.prefixlen)
+
+    @classmethod
+    def make(cls, version: int, address: int, length: int) -> Prefix:
+        """From parts (the netlink decoder's path); host bits are cleared."""
+        bits = 32 if version == 4 else 128
+        if version not in (4, 6) or not 0 <= length <= bits or not 0 <= address < 1 << bits:
+            raise ValueError(f"no IPv{version} prefix has address {address} and length {length}")
+        address &= ~((1 << (bits - length)) - 1)
+        return int.__new__(cls, (_V6 if version == 6 else 0) | address << 8 | length)
+
+    @classmethod
+    def host(cls, address: IPAddress) -> Prefix:
+        """The /32 or /128 of one address."""
+        return cls.make(address.version, int(address), address.max_prefixlen)
+
+    @property
+    def version(self) -> int:
+        return 6 if self & _V6 else 4
+
+    @property
+    def prefixlen(self) -> int:
+        return self & 0xFF
+
+    @property
+    def max_prefixlen(self) -> int:
+        return 128 if self & _V6 else 32
+
+    @property
+    def first(self) -> int:
+        """The first address, as an int."""
+        return (self & (_V6 - 1)) >> 8
+
+    @property
+    def last(self) -> int:
+        """The last address, as an int."""
+        return self.first | ((1 << (self.max_prefixlen - self.prefixlen)) - 1)
+
+    @property
+    def network_address(self) -> IPAddress:
+        return IPv6Address(self.first) if self & _V6 else IPv4Address(self.first)
+
+    def network(self) -> IPv4Network | IPv6Network:
+        """The ``ipaddress`` object (for interop; never stored)."""
+        if self & _V6:
+            return IPv6Network((self.first, self.prefixlen))
+        return IPv4Network((self.first, self.prefixlen))
+
+    def __str__(self) -> str:
+        if self & _V6:
+            return f"{IPv6Address(self.first)}/{self & 0xFF}"
+        a = self.first
+        return f"{a >> 24}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}/{self & 0xFF}"
+
+    def __repr__(self) -> str:
+        return f"Prefix({str(self)!r})"
+
+    def __format__(self, spec: str) -> str:
+        if spec and spec[-1] in "bdnoxX":  # a number was asked for
+            return int.__format__(self, spec)
+        return format(str(self), spec)
+
+    def __bool__(self) -> bool:
+        return True  # 0.0.0.0/0 is the int 0, but a prefix is never "nothing"
+
+
 def host_prefix(address: IPAddress) -> Prefix:
     """The /32 or /128 network of one address."""
-    if isinstance(address, IPv4Address):
-        return IPv4Network((address, 32))
-    return IPv6Network((address, 128))
+    return Prefix.host(address)
 
 
 def is_host_prefix(prefix: Prefix) -> bool:
     return prefix.prefixlen == prefix.max_prefixlen
 
 
-def prefix_order(prefix: Prefix) -> tuple[int, int, int]:
-    """Sort key: IPv4 before IPv6, then by address, then by length."""
-    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
+def prefix_order(prefix: Prefix) -> int:
+    """Sort key: IPv4 before IPv6, then by address, then by length (a Prefix's own order)."""
+    return int(prefix)
 
 
 def _check_range(name: str, value: int, high: int) -> None:
@@ -153,17 +237,24 @@ NO_ATTRIBUTES = Attributes()
 
 
 @dataclass(frozen=True, slots=True)
-class Announcement:
-    """One prefix as it should be (or has been) announced.
+class Advert:
+    """How a prefix is (to be) announced: its next hop, attributes and neighbors.
 
     ``neighbors`` empty means every neighbor whose ExaBGP ``api`` block lists this process.
+    Prefixes announced the same way share one Advert (the announced table of 100k prefixes
+    holds a handful), so it does not name its prefix; :func:`check_family` says whether an
+    explicit next hop suits a prefix.
     """
 
-    prefix: Prefix
     next_hop: NextHop = "self"
     attributes: Attributes = NO_ATTRIBUTES
     neighbors: frozenset[IPAddress] = field(default_factory=frozenset)
 
-    def __post_init__(self) -> None:
-        if self.next_hop != "self" and self.next_hop.version != self.prefix.version:
-            raise ValueError(f"next-hop {self.next_hop} is not of the family of {self.prefix}")
+
+DEFAULT_ADVERT = Advert()
+
+
+def check_family(prefix: Prefix, advert: Advert) -> None:
+    """ValueError if the advert's explicit next hop is of the other family than prefix."""
+    if advert.next_hop != "self" and advert.next_hop.version != prefix.version:
+        raise ValueError(f"next-hop {advert.next_hop} is not of the family of {prefix}")

@@ -18,13 +18,13 @@ from __future__ import annotations
 import pstats
 import sys
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from announcer.core.plan import Announce
 from announcer.exabgp.commands import render_batches
-from announcer.model import Announcement
+from announcer.model import Advert, Prefix
 from bench.setups import cpu_seconds
 from tests.netlab import (
     DEFAULT_EXABGP,
@@ -51,7 +51,7 @@ PARTS = [
 
 def feed(count: int) -> None:
     """ExaBGP's process: on the first neighbor ``up``, write the burst; then read forever."""
-    commands = [Announce(Announcement(IPv4Network((FIRST + i, 32)))) for i in range(count)]
+    commands = [Announce(Prefix.make(4, FIRST + i, 32), Advert()) for i in range(count)]
     for raw in sys.stdin:
         if '"up"' in raw:
             sys.stdout.write("".join(f"{line}\n" for line, _ in render_batches(commands)))

@@ -13,7 +13,7 @@ If a cost grows with N, that path is O(table) (or O(history)), not O(changes).
 from __future__ import annotations
 
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from typing import Any
 
 from announcer.config import Config
@@ -32,13 +32,14 @@ from announcer.events import (
     RouteAdded,
     RouteRemoved,
 )
+from announcer.model import Prefix
 
 OIF = 7
-POLICY = Policy(allow=(IPv4Network("10.0.0.0/8"),), max_routes=10_000_000)
+POLICY = Policy(allow=(Prefix("10.0.0.0/8"),), max_routes=10_000_000)
 
 
 def _route(i: int) -> KernelRoute:
-    prefix = IPv4Network((IPv4Address(int(IPv4Address("10.0.0.1")) + i), 32))
+    prefix = Prefix.make(4, int(IPv4Address("10.0.0.1")) + i, 32)
     return KernelRoute(prefix=prefix, table=254, protocol=3, oif=OIF)
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from announcer.core.plan import Announce
 from announcer.core.policy import Policy, attributes_for
 from announcer.exabgp.commands import COMMAND_GRAMMAR, render
-from announcer.model import Announcement, Community, LargeCommunity, host_prefix
+from announcer.model import Advert, Community, LargeCommunity, host_prefix
 from announcer.spec.labels import LabelError, ServiceSpec, parse_labels
 
 
@@ -124,9 +124,7 @@ def test_any_label_text_parses_to_typed_values_or_a_label_error_and_renders_insi
     for address in spec.ips:
         line = render(
             Announce(
-                Announcement(
-                    host_prefix(address), "self", attributes_for(policy, spec), spec.neighbors
-                )
+                host_prefix(address), Advert("self", attributes_for(policy, spec), spec.neighbors)
             )
         )
         assert COMMAND_GRAMMAR.fullmatch(line), line

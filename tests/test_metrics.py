@@ -11,7 +11,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from announcer.core.world import SourceStatus, World
 from announcer.daemon.metrics import AnnouncerCollector, Metrics, in_loop, parse_listen
 from announcer.events import Drain, DrainMode, DrainsSet, InstanceRemoved
 from announcer.health.probes import ProbeResult
-from announcer.model import Announcement, Prefix
+from announcer.model import Advert, Prefix
 from announcer.spec.checks import CheckSpec, CheckTarget
 from announcer.testing import FakeClock
 from tests.integration.fake_exabgp import ANNOUNCER, FakeExaBGP
@@ -75,7 +74,7 @@ class FakeChannel:
 
 
 def net(text: str) -> Prefix:
-    return ip_network(text)
+    return Prefix(text)
 
 
 @dataclass
@@ -113,10 +112,10 @@ def fake_announcer(now: float) -> FakeAnnouncer:
         ("10.0.0.5/32", False, "prefix_not_allowed", ("route:main:vethr5",)),
     ]
     for text, announce, reason, sources in rows:
-        fake.decisions[net(text)] = Decision(net(text), announce, reason, sources)
+        fake.decisions[net(text)] = Decision(announce, reason, sources)
         if announce:
-            fake.table.record(Announce(Announcement(net(text))))
-    fake.table.record(Announce(Announcement(net("10.0.0.9/32"))))  # inherited, not decided
+            fake.table.record(Announce(net(text), Advert()))
+    fake.table.record(Announce(net("10.0.0.9/32"), Advert()))  # inherited, not decided
     fake.table.known = True
     fake.damper.suppressions = 6
     return fake
@@ -239,7 +238,7 @@ def test_health_probes_are_timed_by_kind_and_result() -> None:
         return ProbeResult(next(outcomes), "tcp 10.0.0.1:80")
 
     target = CheckTarget(
-        ("docker", "a"), ip_network("10.0.0.1/32").network_address, CheckSpec("tcp", port=80)
+        ("docker", "a"), Prefix("10.0.0.1/32").network_address, CheckSpec("tcp", port=80)
     )
     timed = m.timed_probe(probe)
     try:

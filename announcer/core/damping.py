@@ -5,12 +5,18 @@ Each withdraw of a prefix adds ``penalty``; the penalty decays exponentially wit
 until the penalty falls below ``reuse`` (or ``max_suppress`` has passed). Damping only ever
 withholds an announce: a withdraw is never delayed, so the first withdraw of a dying
 instance always goes out at once.
+
+Bounded work: a heap orders the remembered prefixes by when their penalty will have
+decayed below 1 % of one flap (then they are forgotten), another orders the suppressed ones
+by when they may be reused; each step looks only at the heads. Entries are checked against
+the current state when they come up (a penalty that grew is pushed again, later).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from announcer.core.policy import Decision
@@ -34,13 +40,18 @@ class _Flaps:
     suppressed_since: float | None = None
 
 
+def wanted(decision: Decision | None) -> bool:
+    """Whether a decision wanted the prefix announced (a damped one did, and was held)."""
+    return decision is not None and (decision.announce or decision.reason is Reason.DAMPED)
+
+
 @dataclass
 class Damper:
     params: DampingParams = field(default_factory=DampingParams)
-    wanted: dict[Prefix, bool] = field(default_factory=dict)  # last decision per prefix
     flaps: dict[Prefix, _Flaps] = field(default_factory=dict)
     suppressions: int = 0
-    swept: float = float("-inf")  # last _forget_settled: at most once per second
+    _forget: list[tuple[float, Prefix]] = field(default_factory=list)  # (when, prefix)
+    _reuse: list[tuple[float, Prefix]] = field(default_factory=list)  # (earliest reuse, prefix)
 
     def penalty(self, prefix: Prefix, now: float) -> float:
         state = self.flaps.get(prefix)
@@ -49,13 +60,30 @@ class Damper:
         elapsed = max(0.0, now - state.updated)
         return state.penalty * math.pow(2.0, -elapsed / self.params.half_life)
 
+    def _decayed_below(self, state: _Flaps, level: float) -> float:
+        """When the penalty of ``state`` falls below ``level``."""
+        if state.penalty <= level:
+            return state.updated
+        return state.updated + self.params.half_life * math.log2(state.penalty / level)
+
+    def _reuse_at(self, state: _Flaps) -> float:
+        assert state.suppressed_since is not None
+        released = self._decayed_below(state, self.params.reuse)
+        return min(released, state.suppressed_since + self.params.max_suppress)
+
     def _withdrawn(self, prefix: Prefix, now: float) -> None:
-        state = self.flaps.setdefault(prefix, _Flaps())
+        state = self.flaps.get(prefix)
+        if state is None:
+            state = self.flaps[prefix] = _Flaps()
         state.penalty = self.penalty(prefix, now) + self.params.penalty
         state.updated = now
+        forget = self._decayed_below(state, self.params.penalty / 100)
+        heapq.heappush(self._forget, (forget, prefix))
         if state.suppressed_since is None and state.penalty > self.params.suppress:
             state.suppressed_since = now
             self.suppressions += 1
+        if state.suppressed_since is not None:
+            heapq.heappush(self._reuse, (self._reuse_at(state), prefix))
 
     def suppressed(self, prefix: Prefix, now: float) -> bool:
         state = self.flaps.get(prefix)
@@ -68,58 +96,68 @@ class Damper:
         return True
 
     def apply(
-        self, decisions: dict[Prefix, Decision], now: float, scope: Set[Prefix] | None = None
+        self,
+        decisions: dict[Prefix, Decision],
+        now: float,
+        previous: Mapping[Prefix, Decision],
+        scope: Set[Prefix] | None = None,
     ) -> dict[Prefix, Decision]:
-        """Record flaps from these decisions; withhold announces of suppressed prefixes.
+        """Record flaps against the ``previous`` decisions (what this returned last time);
+        withhold announces of suppressed prefixes: ``decisions`` is changed in place and
+        returned.
 
         ``scope``: only these prefixes changed (the rest of ``decisions`` is not looked at,
         and a prefix of the scope missing from ``decisions`` is gone)."""
         if not self.params.enabled:
             return decisions
-        result = dict(decisions)
         items = (
             decisions.items()
             if scope is None
             else [(p, decisions[p]) for p in scope if p in decisions]
         )
         for prefix, decision in items:
-            if self.wanted.get(prefix) and not decision.announce:
+            if wanted(previous.get(prefix)) and not decision.announce:
                 self._withdrawn(prefix, now)
-            self.wanted[prefix] = decision.announce
-            if decision.announce and self.suppressed(prefix, now):
-                result[prefix] = replace(decision, announce=False, reason=Reason.DAMPED)
-        candidates = self.wanted.keys() if scope is None else scope & self.wanted.keys()
-        for prefix in candidates - decisions.keys():  # gone from the world: a withdraw
-            if self.wanted.pop(prefix):
+            if decision.announce and self.flaps and self.suppressed(prefix, now):
+                decisions[prefix] = replace(decision, announce=False, reason=Reason.DAMPED)
+        gone = (previous.keys() if scope is None else scope & previous.keys()) - decisions.keys()
+        for prefix in gone:  # gone from the world: a withdraw
+            if wanted(previous[prefix]):
                 self._withdrawn(prefix, now)
         self._forget_settled(now)
-        return result
+        return decisions
 
     def next_reuse(self, now: float) -> float | None:
         """When the earliest suppressed prefix becomes usable again."""
-        times = []
-        for prefix, state in self.flaps.items():
-            if state.suppressed_since is None:
+        while self._reuse:
+            when, prefix = self._reuse[0]
+            state = self.flaps.get(prefix)
+            if state is None or state.suppressed_since is None:
+                heapq.heappop(self._reuse)  # released already
                 continue
-            current = self.penalty(prefix, now)
-            wait = 0.0
-            if current > self.params.reuse:
-                wait = self.params.half_life * math.log2(current / self.params.reuse)
-            cap = state.suppressed_since + self.params.max_suppress
-            times.append(min(now + max(wait, 0.0), cap))
-        return min(times, default=None)
+            actual = self._reuse_at(state)
+            if actual > when:  # it flapped again since: later
+                heapq.heapreplace(self._reuse, (actual, prefix))
+                continue
+            if when <= now and not self.suppressed(prefix, now):
+                heapq.heappop(self._reuse)  # due: released now (whatever it is decided)
+                continue
+            return max(now, when)
+        return None
 
     def _forget_settled(self, now: float) -> None:
-        # Penalties below 1 % of one flap, not suppressed: forget (bounded memory under churn).
-        # The sweep walks every remembered prefix: once a second, not on every step (the
-        # bench measured 98 ms per event with 100k remembered withdrawals).
-        if now - self.swept < 1.0:
-            return
-        self.swept = now
+        """Forget prefixes whose penalty is below 1 % of one flap and that are not
+        suppressed (bounded memory under churn); only the heap's due head is looked at."""
         floor = self.params.penalty / 100
-        settled = [
-            p for p, s in self.flaps.items()
-            if s.suppressed_since is None and self.penalty(p, now) < floor
-        ]  # fmt: skip
-        for prefix in settled:
+        while self._forget and self._forget[0][0] <= now:
+            _, prefix = heapq.heappop(self._forget)
+            state = self.flaps.get(prefix)
+            if state is None:
+                continue
+            due = self._decayed_below(state, floor)
+            if due > now:  # flapped again since: that withdraw pushed a later entry
+                continue
+            if self.suppressed(prefix, now):  # (this releases it once it may be reused)
+                heapq.heappush(self._forget, (now + self.params.half_life, prefix))
+                continue
             del self.flaps[prefix]

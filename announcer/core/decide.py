@@ -10,18 +10,36 @@ and the operator's drains have their say.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import replace
 
-from announcer.core.eligibility import kernel_candidates
+from announcer.core.eligibility import ANNOUNCE_REASONS, KernelRules, best_withheld
 from announcer.core.instances import claims, label, serving, trusted_instances
 from announcer.core.policy import Decision, Policy, attributes_for
 from announcer.core.world import World
-from announcer.events import Drain, DrainMode, InstanceState
-from announcer.model import GRACEFUL_SHUTDOWN, Announcement, Prefix, Reason, prefix_order
+from announcer.events import Drain, DrainMode, Instance, InstanceState
+from announcer.model import GRACEFUL_SHUTDOWN, Advert, Prefix, Reason
 from announcer.spec.labels import ServiceSpec
 
-_Candidate = tuple[Prefix, Reason, tuple[str, ...], ServiceSpec | None]
+
+class _Interned:
+    """Equal decisions (and source lists) of one decide() call share one object."""
+
+    def __init__(self) -> None:
+        self._decisions: dict[Decision, Decision] = {}
+        self._sources: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def __call__(
+        self,
+        announce: bool,
+        reason: Reason,
+        sources: tuple[str, ...] = (),
+        spec: ServiceSpec | None = None,
+        graceful: bool = False,
+    ) -> Decision:
+        sources = self._sources.setdefault(sources, sources)
+        decision = Decision(announce, reason, sources, spec, graceful)
+        return self._decisions.setdefault(decision, decision)
 
 
 def decide(
@@ -35,59 +53,74 @@ def decide(
 
     With ``only``, just those prefixes (a prefix the world no longer mentions gets none).
     The ``max_routes`` cut is then the caller's to rule out: see core/reconciler.py.
+    One pass over the prefixes; the cut sorts only when there are more than ``max_routes``.
     """
-    eligible, withheld = kernel_candidates(world, policy, only)
+    make = _Interned()
+    rules = KernelRules(world, policy)
     claimed = claims(trusted_instances(world, policy, now))
-    if only is not None:
-        claimed = {p: c for p, c in claimed.items() if p in only}
+    if only is None:
+        prefixes: Iterable[Prefix] = world.routes.keys() | rules.addresses.keys() | claimed.keys()
+    else:
+        prefixes = only
+    drains = bool(world.drains)
     decisions: dict[Prefix, Decision] = {}
-    for prefix, (reason, source) in withheld.items():
-        if prefix not in eligible:
-            labels = tuple(label(c) for c in claimed.get(prefix, ()))
-            decisions[prefix] = Decision(prefix, False, reason, (source, *labels))
-    for prefix, claimants in claimed.items():
-        if prefix not in eligible and prefix not in withheld:
-            labels = tuple(label(c) for c in claimants)
-            decisions[prefix] = Decision(prefix, False, Reason.NO_KERNEL_ROUTE, labels)
-    candidates: list[_Candidate] = []
-    for prefix, found in eligible.items():
-        found.sort()
-        sources = tuple(source for _, source in found)
-        claimants = claimed.get(prefix, [])
-        if not claimants:
-            if policy.require_instance:
-                decisions[prefix] = Decision(prefix, False, Reason.NO_INSTANCE, sources)
-            else:
-                candidates.append((prefix, found[0][0], sources, None))
+    candidates: list[Prefix] = []
+    for prefix in prefixes:
+        decision = _decide_one(prefix, rules, claimed.get(prefix, ()), world, now, make)
+        if decision is None:
             continue
-        why_not, spec, labels = serving(world, claimants, policy, now)
-        if why_not is not None:
-            decisions[prefix] = Decision(prefix, False, why_not, sources + labels)
-        else:
-            candidates.append((prefix, found[0][0], sources + labels, spec))
-    decisions.update(_cut_and_drain(world, policy, candidates, announced, now))
+        if decision.announce:
+            candidates.append(prefix)
+            if drains:
+                decision = _drained(world, prefix, decision, now, make)
+        decisions[prefix] = decision
+    if len(candidates) > policy.max_routes:
+        # Over max_routes: keep what is already announced, then the lowest prefixes.
+        candidates.sort(key=lambda p: (p not in announced, p))
+        for prefix in candidates[policy.max_routes :]:
+            d = decisions[prefix]
+            decisions[prefix] = make(False, Reason.MAX_ROUTES_EXCEEDED, d.sources, d.spec)
     return decisions
 
 
-def _cut_and_drain(
-    world: World, policy: Policy, candidates: list[_Candidate], announced: Set[Prefix], now: float
-) -> dict[Prefix, Decision]:
-    """Over max_routes: keep what is already announced, then the lowest prefixes; the rest
-    as the operator's drains say."""
-    decisions: dict[Prefix, Decision] = {}
-    candidates.sort(key=lambda c: (c[0] not in announced, prefix_order(c[0])))
-    for position, (prefix, reason, sources, spec) in enumerate(candidates):
-        if position >= policy.max_routes:
-            decisions[prefix] = Decision(prefix, False, Reason.MAX_ROUTES_EXCEEDED, sources, spec)
-            continue
-        drain = active_drain(world, prefix, now)
-        if drain is None:
-            decisions[prefix] = Decision(prefix, True, reason, sources, spec)
-        elif drain.mode is DrainMode.GRACEFUL and now < drain.since + drain.graceful_seconds:
-            decisions[prefix] = Decision(prefix, True, Reason.DRAINING, sources, spec, True)
-        else:
-            decisions[prefix] = Decision(prefix, False, Reason.DRAINED, sources, spec)
-    return decisions
+def _decide_one(
+    prefix: Prefix,
+    rules: KernelRules,
+    claimants: Sequence[Instance],
+    world: World,
+    now: float,
+    make: _Interned,
+) -> Decision | None:
+    """The decision for one prefix before max_routes and drains; None if not mentioned."""
+    found = rules.candidates(prefix)
+    eligible = [c for c in found if c[0] in ANNOUNCE_REASONS]
+    if not eligible:
+        labels = tuple(label(c) for c in claimants)
+        if found:
+            reason, source = best_withheld(found)
+            return make(False, reason, (source, *labels))
+        return make(False, Reason.NO_KERNEL_ROUTE, labels) if claimants else None
+    eligible.sort()
+    sources = tuple(source for _, source in eligible)
+    if not claimants:
+        if rules.policy.require_instance:
+            return make(False, Reason.NO_INSTANCE, sources)
+        return make(True, eligible[0][0], sources)
+    why_not, spec, labels = serving(world, list(claimants), rules.policy, now)
+    if why_not is not None:
+        return make(False, why_not, sources + labels)
+    return make(True, eligible[0][0], sources + labels, spec)
+
+
+def _drained(
+    world: World, prefix: Prefix, decision: Decision, now: float, make: _Interned
+) -> Decision:
+    drain = active_drain(world, prefix, now)
+    if drain is None:
+        return decision
+    if drain.mode is DrainMode.GRACEFUL and now < drain.since + drain.graceful_seconds:
+        return make(True, Reason.DRAINING, decision.sources, decision.spec, True)
+    return make(False, Reason.DRAINED, decision.sources, decision.spec)
 
 
 def active_drain(world: World, prefix: Prefix, now: float) -> Drain | None:
@@ -116,21 +149,29 @@ def next_change(world: World, policy: Policy, now: float) -> float | None:
     return min(times, default=None)
 
 
-def desired(decisions: Iterable[Decision], policy: Policy) -> dict[Prefix, Announcement]:
-    """The announcements for every decision that says announce."""
-    result: dict[Prefix, Announcement] = {}
-    for decision in decisions:
+def desired(decisions: Iterable[tuple[Prefix, Decision]], policy: Policy) -> dict[Prefix, Advert]:
+    """The advert of every (prefix, decision) that says announce; prefixes announced the
+    same way share one Advert."""
+    result: dict[Prefix, Advert] = {}
+    shared: dict[tuple[int, Decision], Advert] = {}
+    for prefix, decision in decisions:
         if not decision.announce:
             continue
-        next_hop = policy.next_hop
-        if next_hop != "self" and next_hop.version != decision.prefix.version:
-            next_hop = "self"
-        spec = decision.spec
-        neighbors = spec.neighbors if spec is not None and spec.neighbors else policy.neighbors
-        attributes = attributes_for(policy, spec)
-        if decision.graceful_shutdown:
-            attributes = replace(
-                attributes, communities=(*attributes.communities, GRACEFUL_SHUTDOWN)
-            )
-        result[decision.prefix] = Announcement(decision.prefix, next_hop, attributes, neighbors)
+        key = (prefix.version, decision)
+        advert = shared.get(key)
+        if advert is None:
+            advert = shared[key] = _advert(prefix.version, decision, policy)
+        result[prefix] = advert
     return result
+
+
+def _advert(version: int, decision: Decision, policy: Policy) -> Advert:
+    next_hop = policy.next_hop
+    if next_hop != "self" and next_hop.version != version:
+        next_hop = "self"
+    spec = decision.spec
+    neighbors = spec.neighbors if spec is not None and spec.neighbors else policy.neighbors
+    attributes = attributes_for(policy, spec)
+    if decision.graceful_shutdown:
+        attributes = replace(attributes, communities=(*attributes.communities, GRACEFUL_SHUTDOWN))
+    return Advert(next_hop, attributes, neighbors)

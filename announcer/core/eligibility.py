@@ -7,28 +7,26 @@ reason its checks hit, in the order of :data:`WITHHELD_REASONS`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
-from dataclasses import dataclass
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from ipaddress import IPv4Network, IPv6Network
 
 from announcer.core.policy import Policy
 from announcer.core.world import World
-from announcer.events import RT_TABLE_LOCAL, RTN_UNICAST, KernelAddress, KernelRoute
+from announcer.events import RT_TABLE_LOCAL, RTN_UNICAST, KernelAddress, Via
 from announcer.model import Prefix, Reason, host_prefix, is_host_prefix
 
 # Never announced, whatever the allowlist says.
 MARTIANS: tuple[Prefix, ...] = (
-    IPv4Network("0.0.0.0/8"),
-    IPv4Network("127.0.0.0/8"),
-    IPv4Network("169.254.0.0/16"),
-    IPv4Network("224.0.0.0/4"),
-    IPv4Network("240.0.0.0/4"),
-    IPv6Network("::/128"),
-    IPv6Network("::1/128"),
-    IPv6Network("::ffff:0:0/96"),
-    IPv6Network("fe80::/10"),
-    IPv6Network("ff00::/8"),
+    Prefix("0.0.0.0/8"),
+    Prefix("127.0.0.0/8"),
+    Prefix("169.254.0.0/16"),
+    Prefix("224.0.0.0/4"),
+    Prefix("240.0.0.0/4"),
+    Prefix("::/128"),
+    Prefix("::1/128"),
+    Prefix("::ffff:0:0/96"),
+    Prefix("fe80::/10"),
+    Prefix("ff00::/8"),
 )
 
 # Reasons, in the order the checks run. When no candidate of a prefix is eligible, the
@@ -55,7 +53,7 @@ Ranges = tuple[tuple[int, int, int], ...]  # (version, first, last) as integers
 
 
 def _ranges(prefixes: Iterable[Prefix]) -> Ranges:
-    return tuple((p.version, int(p.network_address), int(p.broadcast_address)) for p in prefixes)
+    return tuple((p.version, p.first, p.last) for p in prefixes)
 
 
 MARTIAN_RANGES = _ranges(MARTIANS)
@@ -63,9 +61,7 @@ MARTIAN_RANGES = _ranges(MARTIANS)
 
 def _inside(prefix: Prefix, ranges: Ranges) -> bool:
     """prefix lies within one of ranges: integer compares (subnet_of is ~10x slower)."""
-    version = prefix.version
-    first = int(prefix.network_address)
-    last = first | ((1 << (prefix.max_prefixlen - prefix.prefixlen)) - 1)
+    version, first, last = prefix.version, prefix.first, prefix.last
     return any(v == version and lo <= first and last <= hi for v, lo, hi in ranges)
 
 
@@ -81,51 +77,75 @@ def _matches(name: str | None, globs: Iterable[str]) -> bool:
     return name is not None and any(fnmatchcase(name, g) for g in globs)
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """What the rules need of the policy and the links, computed once per call."""
+class KernelRules:
+    """The kernel rules compiled for one decide(): the allowlist as integer ranges, the
+    selected and up links, source names, and the addresses by prefix."""
 
-    allow: Ranges
-    selected: frozenset[int]  # link indexes whose name matches kernel.interfaces
-    up: frozenset[int]  # link indexes up with carrier
+    def __init__(self, world: World, policy: Policy) -> None:
+        self.world = world
+        self.policy = policy
+        links = world.links.values()
+        self.allow = _ranges(policy.allow)
+        self.selected = frozenset(k.index for k in links if _matches(k.name, policy.interfaces))
+        self.up = frozenset(k.index for k in links if k.up)
+        self._names: dict[tuple[int, int | None], str] = {}
+        self.addresses: dict[Prefix, list[tuple[Reason, str]]] = {}
+        if policy.address_interfaces:
+            for address in world.addresses.values():
+                ifname = world.link_name(address.index)
+                if ifname is not None and _matches(ifname, policy.address_interfaces):
+                    verdict = address_verdict(address, world, policy)
+                    entry = (verdict, f"address:{ifname}")
+                    self.addresses.setdefault(host_prefix(address.address), []).append(entry)
+
+    def route_verdict(self, prefix: Prefix, via: Via) -> Reason:
+        """The reason word for one kernel route: an announce reason or a withheld one."""
+        if not is_host_prefix(prefix):
+            return Reason.NOT_HOST_PREFIX
+        if is_martian(prefix):
+            return Reason.MARTIAN
+        policy = self.policy
+        if via.table not in policy.tables:
+            return Reason.TABLE_NOT_SELECTED
+        if policy.protocols and via.protocol not in policy.protocols:
+            return Reason.PROTOCOL_NOT_SELECTED
+        if via.multipath:
+            return Reason.MULTIPATH_ROUTE
+        if via.oif is None or via.oif not in self.world.links:
+            return Reason.NO_INTERFACE
+        if via.oif not in self.selected:
+            return Reason.INTERFACE_NOT_SELECTED
+        if via.gateway is not None:
+            return Reason.ROUTE_HAS_GATEWAY
+        if via.oif not in self.up:
+            return Reason.LINK_DOWN
+        if not _inside(prefix, self.allow):
+            return Reason.PREFIX_NOT_ALLOWED
+        return Reason.HOST_ROUTE
+
+    def _source(self, via: Via) -> str:
+        name = self._names.get((via.table, via.oif))
+        if name is None:
+            table = TABLE_NAMES.get(via.table, str(via.table))
+            name = f"route:{table}:{self.world.link_name(via.oif) or '?'}"
+            self._names[(via.table, via.oif)] = name
+        return name
+
+    def candidates(self, prefix: Prefix) -> list[tuple[Reason, str]]:
+        """(reason, source) for every route and selected address of ``prefix``."""
+        found = [
+            (self.route_verdict(prefix, via), self._source(via))
+            for via in self.world.routes_of(prefix)
+            if via.type == RTN_UNICAST
+            and (via.table != RT_TABLE_LOCAL or RT_TABLE_LOCAL in self.policy.tables)
+        ]
+        if self.addresses:
+            found.extend(self.addresses.get(prefix, ()))
+        return found
 
 
-def _compile(world: World, policy: Policy) -> _Compiled:
-    links = world.links.values()
-    return _Compiled(
-        _ranges(policy.allow),
-        frozenset(k.index for k in links if _matches(k.name, policy.interfaces)),
-        frozenset(k.index for k in links if k.up),
-    )
-
-
-def route_verdict(
-    route: KernelRoute, world: World, policy: Policy, compiled: _Compiled | None = None
-) -> Reason:
-    """The reason word for one kernel route: an announce reason or a withheld one."""
-    compiled = compiled or _compile(world, policy)
-    prefix = route.prefix
-    if not is_host_prefix(prefix):
-        return Reason.NOT_HOST_PREFIX
-    if is_martian(prefix):
-        return Reason.MARTIAN
-    if route.table not in policy.tables:
-        return Reason.TABLE_NOT_SELECTED
-    if policy.protocols and route.protocol not in policy.protocols:
-        return Reason.PROTOCOL_NOT_SELECTED
-    if route.multipath:
-        return Reason.MULTIPATH_ROUTE
-    if route.oif is None or route.oif not in world.links:
-        return Reason.NO_INTERFACE
-    if route.oif not in compiled.selected:
-        return Reason.INTERFACE_NOT_SELECTED
-    if route.gateway is not None:
-        return Reason.ROUTE_HAS_GATEWAY
-    if route.oif not in compiled.up:
-        return Reason.LINK_DOWN
-    if not _inside(prefix, compiled.allow):
-        return Reason.PREFIX_NOT_ALLOWED
-    return Reason.HOST_ROUTE
+def route_verdict(prefix: Prefix, via: Via, world: World, policy: Policy) -> Reason:
+    return KernelRules(world, policy).route_verdict(prefix, via)
 
 
 def address_verdict(address: KernelAddress, world: World, policy: Policy) -> Reason:
@@ -142,53 +162,6 @@ def address_verdict(address: KernelAddress, world: World, policy: Policy) -> Rea
     return Reason.LOCAL_ADDRESS
 
 
-def _routes(world: World, only: Set[Prefix] | None) -> Iterable[KernelRoute]:
-    if only is None:
-        return world.routes.values()
-    return (world.routes[k] for p in only for k in world.by_prefix.get(p, ()))
-
-
-def candidates(
-    world: World, policy: Policy, only: Set[Prefix] | None = None
-) -> Iterable[tuple[Prefix, Reason, str]]:
-    """(prefix, reason, source) for every route and selected address in the world
-    (or only those of the prefixes in ``only``)."""
-    compiled = _compile(world, policy)
-    names: dict[tuple[int, int | None], str] = {}
-    for route in _routes(world, only):
-        if route.type != RTN_UNICAST:
-            continue
-        if route.table == RT_TABLE_LOCAL and RT_TABLE_LOCAL not in policy.tables:
-            continue
-        source = names.get((route.table, route.oif))
-        if source is None:
-            table = TABLE_NAMES.get(route.table, str(route.table))
-            source = f"route:{table}:{world.link_name(route.oif) or '?'}"
-            names[(route.table, route.oif)] = source
-        yield route.prefix, route_verdict(route, world, policy, compiled), source
-    if not policy.address_interfaces:
-        return
-    for address in world.addresses.values():
-        ifname = world.link_name(address.index)
-        if ifname is None or not _matches(ifname, policy.address_interfaces):
-            continue
-        prefix = host_prefix(address.address)
-        if only is None or prefix in only:
-            yield prefix, address_verdict(address, world, policy), f"address:{ifname}"
-
-
-def kernel_candidates(
-    world: World, policy: Policy, only: Set[Prefix] | None
-) -> tuple[dict[Prefix, list[tuple[Reason, str]]], dict[Prefix, tuple[Reason, str]]]:
-    """Kernel candidates: eligible (reason, source) lists, and the best withheld reason."""
-    eligible: dict[Prefix, list[tuple[Reason, str]]] = {}
-    withheld: dict[Prefix, tuple[Reason, str]] = {}
-    for prefix, reason, source in candidates(world, policy, only):
-        if reason in ANNOUNCE_REASONS:
-            eligible.setdefault(prefix, []).append((reason, source))
-        else:
-            best = withheld.get(prefix)
-            # furthest check wins; ties go to the smallest source, whatever the dict order
-            if best is None or (-_RANK[reason], source) < (-_RANK[best[0]], best[1]):
-                withheld[prefix] = (reason, source)
-    return eligible, withheld
+def best_withheld(found: list[tuple[Reason, str]]) -> tuple[Reason, str]:
+    """The candidate that got furthest through the checks; ties to the smallest source."""
+    return min(found, key=lambda c: (-_RANK[c[0]], c[1]))

@@ -13,16 +13,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from announcer.model import Announcement, IPAddress, Prefix, prefix_order
+from announcer.model import Advert, IPAddress, Prefix, check_family, prefix_order
 
 
 @dataclass(frozen=True, slots=True)
 class Announce:
-    announcement: Announcement
+    prefix: Prefix
+    advert: Advert
 
-    @property
-    def prefix(self) -> Prefix:
-        return self.announcement.prefix
+    def __post_init__(self) -> None:
+        check_family(self.prefix, self.advert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +42,11 @@ class Unconfirmed:
 
 
 UNKNOWN = Unconfirmed()
-AnnouncedEntry = Announcement | Unconfirmed
+AnnouncedEntry = Advert | Unconfirmed
 
 
 def diff(
-    desired: Mapping[Prefix, Announcement], announced: Mapping[Prefix, AnnouncedEntry]
+    desired: Mapping[Prefix, Advert], announced: Mapping[Prefix, AnnouncedEntry]
 ) -> list[Command]:
     """Withdraws first (a peer's max-prefix is never tripped by our ordering), then announces.
 
@@ -56,7 +56,7 @@ def diff(
     withdraws: list[Command] = []
     announces: list[Command] = []
     for prefix in sorted(desired.keys() - announced.keys(), key=prefix_order):
-        announces.append(Announce(desired[prefix]))
+        announces.append(Announce(prefix, desired[prefix]))
     for prefix in sorted(announced.keys(), key=prefix_order):
         current = announced[prefix]
         wanted = desired.get(prefix)
@@ -68,7 +68,7 @@ def diff(
         stale = current.neighbors - wanted.neighbors if wanted.neighbors else frozenset()
         if stale:
             withdraws.append(Withdraw(prefix, stale))
-        announces.append(Announce(wanted))
+        announces.append(Announce(prefix, wanted))
     return withdraws + announces
 
 
@@ -90,8 +90,8 @@ class AnnouncedTable:
     def record(self, command: Command) -> None:
         """A command was sent: assume it works (a failure calls :meth:`fail`)."""
         match command:
-            case Announce(announcement):
-                self.entries[announcement.prefix] = announcement
+            case Announce(prefix, advert):
+                self.entries[prefix] = advert
             case Withdraw(prefix, neighbors):
                 current = self.entries.get(prefix)
                 if current is None:

@@ -36,7 +36,9 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    prefix: Prefix
+    """One prefix's verdict (the prefix is the key it is stored under). Equal decisions are
+    one object: a table of 100k prefixes announced for the same reason holds a handful."""
+
     announce: bool
     reason: Reason
     sources: tuple[str, ...] = ()

@@ -8,11 +8,12 @@ the hypothesis properties exercise (tests/core/test_reconciler.py, test_gates.py
 3. diff against what ExaBGP was told;
 4. the mass-withdraw hold; a held prefix's decision says ``withdraw_held``.
 
-Route events mark only their prefix dirty (World.take_dirty). When nothing else changed,
-only those prefixes are decided again, damped, diffed: O(changes), not O(table). Anything
-that can touch any prefix (a snapshot, a link, an address, an instance, a drain, a health
-verdict, a deadline, a policy change), or a ``max_routes`` cut that may move, makes the
-step a full one. A property proves both give the same commands.
+Every observation marks the prefixes it may change dirty (World.take_dirty): a route its
+prefix; an instance, a health verdict or a drain the prefixes it claims or names. Only
+those are decided again, damped, diffed: O(changes), not O(table). What can touch any
+prefix (a snapshot, a link, an address, a drain of everything, a deadline, a policy
+change), or a ``max_routes`` cut that may move, makes the step a full one. Held withdraws
+are looked at again on every step. A property proves both give the same commands.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from announcer.core.policy import Decision, Policy
 from announcer.core.world import World
 from announcer.model import Prefix, Reason
 
+CHUNK = 4096  # prefixes an incremental step decides at most; the rest stay dirty for the next
 OPEN = SyncGate(True)
 NOTHING_HELD = Hold()
 
@@ -39,6 +41,12 @@ class Step:
     full: bool
     gate: SyncGate = OPEN
     hold: Hold = NOTHING_HELD
+    lifecycle: bool = False  # instances, sources or drains changed (or a full step)
+    more: bool = False  # prefixes left dirty for the next step (a burst is decided in chunks)
+
+
+def _any_lost(world: World) -> bool:
+    return any(status.lost_since is not None for status in world.sources.values())
 
 
 @dataclass
@@ -50,6 +58,8 @@ class Reconciler:
     decisions: dict[Prefix, Decision] = field(default_factory=dict)
     decided_at: dict[Prefix, float] = field(default_factory=dict)  # when each last changed
     capped: bool = False  # some prefix is withheld by max_routes: any change may move the cut
+    held: set[Prefix] = field(default_factory=set)  # withdraws the hold keeps back
+    chunk: int = CHUNK
 
     def gate(self, world: World, table: AnnouncedTable, now: float) -> SyncGate:
         return sync_gate(world, table.known, self.started, now, self.guard)
@@ -61,29 +71,39 @@ class Reconciler:
         if not gate.open:
             return Step([], {}, full=False, gate=gate)  # changes stay dirty for later
         everything, dirty = world.take_dirty()
+        lifecycle = world.take_lifecycle_changed()
+        dirty |= self.held
         full = (
             everything
             or force_full
             or self.capped
             or len(table.entries) + len(dirty) > self.policy.max_routes
         )
+        more = False
+        if not full and len(dirty) > self.chunk and not _any_lost(world):
+            # A burst in chunks: bounded memory and loop turns. Not while a source is lost:
+            # the mass-withdraw hold must see every withdraw of the burst at once.
+            chunk = {dirty.pop() for _ in range(self.chunk)}
+            world.dirty |= dirty  # the rest, for the next step
+            dirty, more = chunk, True
         if full:
             fresh = decide(world, self.policy, table.entries.keys(), now)
-            fresh = self.damper.apply(fresh, now)
+            fresh = self.damper.apply(fresh, now, self.decisions)
             self.capped = any(d.reason is Reason.MAX_ROUTES_EXCEEDED for d in fresh.values())
             announced: dict[Prefix, AnnouncedEntry] = table.entries
             scope: Set[Prefix] = fresh.keys() | self.decisions.keys()
         else:
             fresh = decide(world, self.policy, table.entries.keys(), now, only=dirty)
-            fresh = self.damper.apply(fresh, now, scope=dirty)
+            fresh = self.damper.apply(fresh, now, self.decisions, scope=dirty)
             announced = {p: e for p in dirty if (e := table.entries.get(p)) is not None}
             scope = dirty
-        commands = diff(desired(fresh.values(), self.policy), announced)
+        commands = diff(desired(fresh.items(), self.policy), announced)
         commands, hold = hold_mass_withdraw(commands, world, len(table.entries), self.guard)
+        self.held = {withdraw.prefix for withdraw in hold.withdraws}
         for withdraw in hold.withdraws:  # a held prefix is still announced: say why
             held = fresh.get(withdraw.prefix)
             fresh[withdraw.prefix] = (
-                Decision(withdraw.prefix, False, Reason.WITHDRAW_HELD)
+                Decision(False, Reason.WITHDRAW_HELD)
                 if held is None
                 else replace(held, reason=Reason.WITHDRAW_HELD)
             )
@@ -96,7 +116,7 @@ class Reconciler:
                     self.decisions[prefix] = fresh[prefix]
                 else:
                     self.decisions.pop(prefix, None)
-        return Step(commands, fresh, full, gate, hold)
+        return Step(commands, fresh, full, gate, hold, lifecycle or full, more)
 
     def _track(self, fresh: dict[Prefix, Decision], scope: Set[Prefix], now: float) -> None:
         for prefix in scope:

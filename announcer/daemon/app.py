@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from announcer.config import Config, ConfigError, load_config, reloaded
+from announcer.config import Config, ConfigError, MetricsConfig, load_config, reloaded
 from announcer.core.damping import Damper
 from announcer.core.decide import next_change
 from announcer.core.instances import health_targets
@@ -38,8 +38,8 @@ from announcer.core.world import SourceStatus, World
 from announcer.daemon.control import ControlServer
 from announcer.daemon.convert import to_damping, to_guard, to_policy
 from announcer.daemon.drains import DrainStore
-from announcer.daemon.feeds import Feeds, build_sources, watch_config
-from announcer.daemon.metrics import Metrics
+from announcer.daemon.feeds import Feeds, FileStamp, build_sources
+from announcer.daemon.hooks import Hooks
 from announcer.daemon.operator import Operator
 from announcer.daemon.status import status_report
 from announcer.daemon.watchdog import SelfWatchdog
@@ -93,7 +93,7 @@ class Announcer:
         self.world = World()
         self.damper = Damper(to_damping(config))
         self.reconciler = Reconciler(to_policy(config), self.damper, to_guard(config), clock())
-        self.metrics = Metrics(config.metrics)
+        self.metrics = hooks_for(config.metrics)
         hooks = SinkHooks(self.schedule_reconcile, self.stop, self.metrics.events)
         self.sink = ExaBGPSink(channel, config.exabgp, hooks, clock)
         self.kernel = KernelFeed(
@@ -112,6 +112,7 @@ class Announcer:
         self.operator = Operator(config.drain, self.drains, self, self.metrics.events, clock)
         self.control = ControlServer(Path(config.control.socket), self.operator.handle)
         self.watchdog = SelfWatchdog(config.exabgp.watchdog_seconds)
+        self.config_stamp = FileStamp(config_path) if config_path is not None else None
         self.held_withdraws = 0
         self._reconciles = 0
         self._last_reconcile_seconds = 0.0
@@ -120,6 +121,8 @@ class Announcer:
         self._sync_timeout_logged = False
         self._reconcile_handle: asyncio.Handle | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._lifecycle_deadline: float | None = None
         self._stopped: asyncio.Future[int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -196,9 +199,6 @@ class Announcer:
         ]
         if self.config.exabgp.verify_interval_seconds:
             tasks.append(self._every(self.config.exabgp.verify_interval_seconds, self._verify))
-        if self.config_path is not None:
-            path = self.config_path
-            tasks.append(watch_config(path, lambda: self.reload(path)))
         running = [asyncio.create_task(task) for task in tasks]
         loop.call_later(self.config.lifecycle.sync_timeout_seconds + 0.01, self.schedule_reconcile)
         try:
@@ -234,7 +234,7 @@ class Announcer:
         await self.sink.read_rib()
         log.info(
             "announcer_started kernel_routes=%d previously_announced=%d",
-            len(self.world.routes),
+            self.world.route_count,
             len(self.table.entries),
         )
         self.reconcile()
@@ -289,10 +289,11 @@ class Announcer:
         started = time.perf_counter()
         force_full, self._force_full = self._force_full, False
         step = self.reconciler.step(self.world, self.table, now, force_full)
-        if step.full:  # instances, drains, health, time: what the next full step depends on
+        if step.lifecycle:  # instances, drains, sources: health targets and deadlines
             self.health.set_targets(health_targets(self.world, self.policy, now))
-            deadlines = [next_change(self.world, self.policy, now), self.damper.next_reuse(now)]
-            self._schedule_deadline(min((t for t in deadlines if t), default=None), now)
+            self._lifecycle_deadline = next_change(self.world, self.policy, now)
+        deadlines = (self._lifecycle_deadline, self.damper.next_reuse(now))
+        self._schedule_deadline(min((t for t in deadlines if t is not None), default=None), now)
         if step.hold.withdraws:
             self.held_withdraws = len(step.hold.withdraws)
             log.error(
@@ -302,6 +303,8 @@ class Announcer:
             )  # fmt: skip
         self.sink.send(step.commands, self.decisions)
         self.metrics.commands_sent(len(step.commands))
+        if step.more:
+            self.schedule_reconcile()
         self._reconciles += 1
         self._last_reconcile_seconds = time.perf_counter() - started
         self.metrics.reconciled(self._last_reconcile_seconds)
@@ -311,15 +314,21 @@ class Announcer:
         self.reconcile()
 
     def _schedule_deadline(self, when: float | None, now: float) -> None:
-        """Reconcile again when a drain ends or a lost source turns stale."""
+        """Reconcile again when a drain ends, a lost source turns stale or a damped prefix
+        may be reused."""
+        if when == self._deadline and self._deadline_handle is not None:
+            return
+        self._deadline = when
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
             self._deadline_handle = None
         if when is not None:
             loop = asyncio.get_running_loop()
-            self._deadline_handle = loop.call_later(
-                max(0.0, when - now) + 0.001, self.full_reconcile
-            )
+            self._deadline_handle = loop.call_later(max(0.0, when - now) + 0.001, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline_handle = None
+        self.full_reconcile()
 
     def _on_channel_idle(self) -> None:
         """ExaBGP answered everything: run the reconcile that waited for it."""
@@ -331,6 +340,8 @@ class Announcer:
     def _tick(self) -> None:
         self.sink.tick()
         self.watchdog.beat()
+        if self.config_stamp is not None and self.config_stamp.changed():
+            self.reload(self.config_stamp.path)
         changed = self.operator.poll_maintenance()
         current = self.drains.current()
         if changed or set(current) != set(self.world.drains.values()):
@@ -376,6 +387,16 @@ class Announcer:
 
     def _on_eof(self) -> None:
         self.stop(0, "exabgp_stdin_closed")
+
+
+def hooks_for(config: MetricsConfig) -> Hooks:
+    """Metrics when they can be read (``metrics.listen``), else hooks that do nothing (and
+    prometheus_client is never imported)."""
+    if config.listen is None:
+        return Hooks()
+    from announcer.daemon.metrics import Metrics
+
+    return Metrics(config)
 
 
 def run(config: Config, config_path: Path | None = None) -> int:

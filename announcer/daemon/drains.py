@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from ipaddress import ip_network
 from pathlib import Path
 
 from announcer.events import Drain, DrainMode
@@ -33,7 +32,7 @@ def parse_prefixes(texts: Iterable[str]) -> list[Prefix]:
     result: list[Prefix] = []
     for text in texts:
         try:
-            prefix = ip_network(str(text).strip(), strict=True)
+            prefix = Prefix(str(text).strip())
         except ValueError:
             raise DrainRequestError(f"{quote(str(text))} is not a prefix") from None
         if not is_host_prefix(prefix):

@@ -1,16 +1,18 @@
 """The feeds besides the kernel: lifecycle sources and health verdicts into the world, and
-the configuration file's changes. Also ``build_sources`` and ``list_sources`` (``plan``)."""
+the configuration file's changes (:class:`FileStamp`). Also ``build_sources`` and
+``list_sources`` (``plan``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from announcer.config import Config
 from announcer.core.world import World
-from announcer.daemon.observations import Observations
+from announcer.daemon.hooks import Hooks
 from announcer.events import Event, HealthObserved, LifecycleEvent, SourceListed, SourceLost
 from announcer.model import quote
 from announcer.sources.lifecycle import LifecycleSource
@@ -28,7 +30,7 @@ class Feeds:
         world: World,
         apply: Callable[[Event], None],
         changed: Callable[[], None],
-        metrics: Observations,
+        metrics: Hooks,
         clock: Callable[[], float],
     ) -> None:
         self.world = world
@@ -72,20 +74,25 @@ class Feeds:
         self._changed()
 
 
-async def watch_config(path: Path, changed: Callable[[], None]) -> None:
-    """Call ``changed`` after each edit of the configuration file (its directory watched)."""
-    from announcer.sources.files import watch
+class FileStamp:
+    """Notices a file's changes by polling its stat (the caller polls once a second): no
+    watcher thread, no inotify library for the one file the daemon always follows."""
 
-    event = asyncio.Event()
-    observer = watch(path.parent, asyncio.get_running_loop(), event)
-    try:
-        while True:
-            await event.wait()
-            await asyncio.sleep(0.05)  # let the editor finish writing
-            event.clear()
-            changed()
-    finally:
-        observer.stop()
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def changed(self) -> bool:
+        stamp = self._stamp()
+        changed, self._seen = stamp != self._seen, stamp
+        return changed
 
 
 def build_sources(config: Config) -> list[LifecycleSource]:

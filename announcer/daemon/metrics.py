@@ -25,20 +25,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from announcer.config import MetricsConfig
-from announcer.core.damping import Damper
-from announcer.core.plan import AnnouncedTable
-from announcer.core.policy import Decision, Policy
-from announcer.core.world import World
+from announcer.daemon.hooks import Observable
 from announcer.daemon.observations import Observations
 from announcer.model import Prefix
-from announcer.spec.checks import Key
 
 log = logging.getLogger("announcer.metrics")
 
@@ -46,55 +42,6 @@ SNAPSHOT_TIMEOUT_SECONDS = 5.0
 
 
 # --------------------------------------------------------------------------- what we read
-
-
-class _Stats(Protocol):
-    @property
-    def reconciles(self) -> int: ...
-    @property
-    def resyncs(self) -> int: ...
-    @property
-    def overruns(self) -> int: ...
-    @property
-    def commands(self) -> int: ...
-    @property
-    def failures(self) -> int: ...
-    @property
-    def last_reconcile_seconds(self) -> float: ...
-    @property
-    def neighbors(self) -> Mapping[str, str]: ...
-
-
-class _Health(Protocol):
-    def state(self) -> Mapping[Key, bool | None]: ...
-
-
-class _Channel(Protocol):
-    @property
-    def in_flight(self) -> int: ...
-
-
-class Observable(Protocol):
-    """The parts of the running ``Announcer`` the collector reads (read-only)."""
-
-    @property
-    def world(self) -> World: ...
-    @property
-    def decisions(self) -> Mapping[Prefix, Decision]: ...
-    @property
-    def table(self) -> AnnouncedTable: ...
-    @property
-    def stats(self) -> _Stats: ...
-    @property
-    def damper(self) -> Damper: ...
-    @property
-    def held_withdraws(self) -> int: ...
-    @property
-    def policy(self) -> Policy: ...
-    @property
-    def health(self) -> _Health: ...
-    @property
-    def channel(self) -> _Channel: ...
 
 
 @dataclass(frozen=True, slots=True)

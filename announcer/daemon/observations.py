@@ -14,6 +14,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as CounterMetric
 
+from announcer.daemon.hooks import Hooks
 from announcer.events import InstanceChanged, LifecycleEvent
 from announcer.health.probes import Probe, ProbeResult
 from announcer.spec.checks import CheckTarget, Key
@@ -39,7 +40,7 @@ class _LogCounter(logging.Handler):
         self._counter.labels(record.levelname.lower(), event).inc()
 
 
-class Observations:
+class Observations(Hooks):
     """Histograms and counters fed by hooks in the daemon (cheap; no I/O)."""
 
     def __init__(

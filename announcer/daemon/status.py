@@ -11,18 +11,20 @@ from announcer.core.policy import Decision
 from announcer.core.world import SourceStatus, World
 from announcer.events import Drain
 from announcer.exabgp.commands import render
-from announcer.model import Announcement, Prefix
+from announcer.model import Advert, Prefix
 
 
-def _row(decision: Decision, table: AnnouncedTable, since: float, now: float) -> dict[str, Any]:
-    entry = table.entries.get(decision.prefix)
+def _row(
+    prefix: Prefix, decision: Decision, table: AnnouncedTable, since: float, now: float
+) -> dict[str, Any]:
+    entry = table.entries.get(prefix)
     return {
-        "prefix": str(decision.prefix),
+        "prefix": str(prefix),
         "announce": decision.announce,
         "announced": entry is not None,
         "reason": decision.reason,
         "sources": list(decision.sources),
-        "command": render(Announce(entry)) if isinstance(entry, Announcement) else None,
+        "command": render(Announce(prefix, entry)) if isinstance(entry, Advert) else None,
         "age_seconds": round(now - since, 1),
     }
 
@@ -51,9 +53,9 @@ def status_report(
     now: float,
     stats: dict[str, Any],
 ) -> dict[str, Any]:
-    ordered = sorted(decisions, key=lambda p: (p.version, int(p.network_address)))
+    ordered = sorted(decisions)  # a Prefix's order: IPv4 first, then by address
     return {
-        "decisions": [_row(decisions[p], table, decided_at.get(p, now), now) for p in ordered],
+        "decisions": [_row(p, decisions[p], table, decided_at.get(p, now), now) for p in ordered],
         "sources": {name: _source(st, now) for name, st in world.sources.items()},
         "drains": [_drain(d, now) for d in world.drains.values()],
         "stats": stats,

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 from typing import Any
 
 from announcer.core.plan import Announce, Command
-from announcer.model import Announcement, IPAddress, Prefix
+from announcer.model import Advert, IPAddress, Prefix
 
 VERSION = "version"
 SHOW_ADJ_RIB_OUT = "show adj-rib out"
@@ -56,12 +56,10 @@ def _selector(neighbors: frozenset[IPAddress]) -> str:
     return ", ".join(f"neighbor {n}" for n in ordered) + " "
 
 
-def render_announce(announcement: Announcement) -> str:
-    attrs = announcement.attributes
-    parts = [
-        f"{_selector(announcement.neighbors)}announce route {announcement.prefix}",
-        f"next-hop {announcement.next_hop}",
-    ]
+def _attributes(advert: Advert) -> list[str]:
+    """``next-hop ...`` and the attributes after it."""
+    attrs = advert.attributes
+    parts = [f"next-hop {advert.next_hop}"]
     if attrs.med is not None:
         parts.append(f"med {attrs.med}")
     if attrs.local_preference is not None:
@@ -72,7 +70,12 @@ def render_announce(announcement: Announcement) -> str:
         parts.append("large-community [" + " ".join(str(c) for c in attrs.large_communities) + "]")
     if attrs.as_path:
         parts.append("as-path [" + " ".join(str(asn) for asn in attrs.as_path) + "]")
-    return " ".join(parts)
+    return parts
+
+
+def render_announce(prefix: Prefix, advert: Advert) -> str:
+    head = f"{_selector(advert.neighbors)}announce route {prefix}"
+    return " ".join((head, *_attributes(advert)))
 
 
 def render_withdraw(prefix: Prefix, neighbors: frozenset[IPAddress]) -> str:
@@ -81,8 +84,7 @@ def render_withdraw(prefix: Prefix, neighbors: frozenset[IPAddress]) -> str:
 
 def _group_key(command: Command) -> tuple[object, ...]:
     if isinstance(command, Announce):
-        a = command.announcement
-        return ("announce", a.prefix.version, a.next_hop, a.attributes, a.neighbors)
+        return ("announce", command.prefix.version, command.advert)
     return ("withdraw", command.prefix.version, command.neighbors)
 
 
@@ -90,10 +92,9 @@ def _render_group(commands: list[Command]) -> str:
     first = commands[0]
     nlri = "nlri " + " ".join(str(c.prefix) for c in commands)
     if isinstance(first, Announce):
-        head = render_announce(first.announcement).replace(
-            f"announce route {first.prefix} ", "announce attributes ", 1
-        )
-        line = f"{head} {nlri}"
+        advert = first.advert
+        head = f"{_selector(advert.neighbors)}announce attributes"
+        line = " ".join((head, *_attributes(advert), nlri))
     else:
         line = f"{_selector(first.neighbors)}withdraw attributes next-hop self {nlri}"
     if not COMMAND_GRAMMAR.fullmatch(line):  # unreachable with typed inputs; kept as a fuse
@@ -125,7 +126,7 @@ def render_batches(commands: list[Command]) -> list[tuple[str, list[Command]]]:
 def render(command: Command) -> str:
     """One ExaBGP line, checked against our grammar before it can be written."""
     if isinstance(command, Announce):
-        line = render_announce(command.announcement)
+        line = render_announce(command.prefix, command.advert)
     else:
         line = render_withdraw(command.prefix, command.neighbors)
     if not COMMAND_GRAMMAR.fullmatch(line):  # unreachable with typed inputs; kept as a fuse
@@ -216,7 +217,7 @@ def parse_adj_rib_out(lines: list[str]) -> tuple[list[tuple[IPAddress, Prefix]],
             unparsed.append(line)
             continue
         try:
-            entries.append((ip_address(match[1]), ip_network(match[3], strict=True)))
+            entries.append((ip_address(match[1]), Prefix(match[3])))
         except ValueError:
             unparsed.append(line)
     return entries, unparsed

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from announcer.core.plan import Announce, AnnouncedEntry, Command
 from announcer.exabgp.commands import Ack, Message, Text, parse_message
-from announcer.model import Announcement, IPAddress, Prefix
+from announcer.model import Advert, IPAddress, Prefix
 
 Clock = Callable[[], float]
 
@@ -193,7 +193,7 @@ def drift(
     for neighbor, prefix in rib:
         where.setdefault(prefix, set()).add(neighbor)
     found = list(where.keys() - announced.keys())
-    found += [p for p, e in announced.items() if p not in where and isinstance(e, Announcement)]
+    found += [p for p, e in announced.items() if p not in where and isinstance(e, Advert)]
     return found, {p: frozenset(n) for p, n in where.items()}
 
 

@@ -19,7 +19,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address
 
 from announcer.events import (
     AddressAdded,
@@ -110,9 +110,9 @@ def parse_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
     dst = attrs.get(RTA_DST)
     prefix: Prefix
     if family == AF_INET:
-        prefix = IPv4Network((dst or b"\0" * 4, dst_len), strict=False)
+        prefix = Prefix.make(4, int.from_bytes(dst or b"\0" * 4), dst_len)
     else:
-        prefix = IPv6Network((dst or b"\0" * 16, dst_len), strict=False)
+        prefix = Prefix.make(6, int.from_bytes(dst or b"\0" * 16), dst_len)
     oif = _U32.unpack(attrs[RTA_OIF][:4])[0] if RTA_OIF in attrs else None
     gateway = _ip(family, attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
     priority = _U32.unpack(attrs[RTA_PRIORITY][:4])[0] if RTA_PRIORITY in attrs else 0

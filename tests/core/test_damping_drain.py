@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_network
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from announcer.core.damping import Damper, DampingParams
 from announcer.core.decide import decide, desired, next_change
@@ -18,26 +19,41 @@ from announcer.events import (
     KernelRoute,
     KernelSnapshot,
 )
-from announcer.model import GRACEFUL_SHUTDOWN
+from announcer.model import GRACEFUL_SHUTDOWN, Prefix, Reason
 
-P = ip_network("10.200.0.1/32")
-Q = ip_network("10.200.0.2/32")
-POLICY = Policy(interfaces=("vethr*",), allow=(ip_network("10.0.0.0/8"),))
+P = Prefix("10.200.0.1/32")
+Q = Prefix("10.200.0.2/32")
+POLICY = Policy(interfaces=("vethr*",), allow=(Prefix("10.0.0.0/8"),))
 
 
 def decision(announce: bool) -> dict:
-    return {P: Decision(P, announce, "host_route" if announce else "link_down")}
+    return {P: Decision(announce, Reason.HOST_ROUTE if announce else Reason.LINK_DOWN)}
+
+
+class Remembering:
+    """A Damper fed its own last result as ``previous``, as the reconciler does."""
+
+    def __init__(self, params: DampingParams | None = None) -> None:
+        self.damper = Damper(params or DampingParams())
+        self.last: dict = {}
+
+    def apply(self, decisions: dict, now: float) -> dict:
+        self.last = self.damper.apply(decisions, now, self.last)
+        return self.last
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.damper, name)
 
 
 def test_a_single_withdraw_is_never_delayed_and_the_route_comes_back_at_once() -> None:
-    damper = Damper()
+    damper = Remembering()
     assert damper.apply(decision(True), 0.0)[P].announce
     assert not damper.apply(decision(False), 1.0)[P].announce
     assert damper.apply(decision(True), 2.0)[P].announce
 
 
 def test_a_route_flapping_every_200ms_is_suppressed_then_reused_after_it_settles() -> None:
-    damper = Damper(DampingParams(half_life=10.0))
+    damper = Remembering(DampingParams(half_life=10.0))
     now, verdicts = 0.0, []
     for flap in range(10):
         verdicts.append(damper.apply(decision(flap % 2 == 0), now)[P])
@@ -60,7 +76,7 @@ def test_a_route_flapping_every_200ms_is_suppressed_then_reused_after_it_settles
 
 
 def test_max_suppress_caps_the_hold() -> None:
-    damper = Damper(DampingParams(half_life=1000.0, max_suppress=30.0))
+    damper = Remembering(DampingParams(half_life=1000.0, max_suppress=30.0))
     for i in range(8):
         damper.apply(decision(i % 2 == 0), i * 0.1)
     assert damper.apply(decision(True), 5.0)[P].reason == "damped"
@@ -68,7 +84,7 @@ def test_max_suppress_caps_the_hold() -> None:
 
 
 def test_disabled_damping_changes_nothing() -> None:
-    damper = Damper(DampingParams(enabled=False))
+    damper = Remembering(DampingParams(enabled=False))
     for i in range(10):
         assert damper.apply(decision(i % 2 == 0), i * 0.1)[P].announce == (i % 2 == 0)
 
@@ -90,8 +106,8 @@ def test_graceful_drain_announces_graceful_shutdown_then_withdraws() -> None:
     w.apply(DrainsSet((Drain(P, since=100.0, mode=DrainMode.GRACEFUL, graceful_seconds=10.0),)))
     during = decide(w, POLICY, now=105.0)
     assert (during[P].announce, during[P].reason) == (True, "draining")
-    assert GRACEFUL_SHUTDOWN in desired(during.values(), POLICY)[P].attributes.communities
-    assert GRACEFUL_SHUTDOWN not in desired(during.values(), POLICY)[Q].attributes.communities
+    assert GRACEFUL_SHUTDOWN in desired(during.items(), POLICY)[P].attributes.communities
+    assert GRACEFUL_SHUTDOWN not in desired(during.items(), POLICY)[Q].attributes.communities
     assert next_change(w, POLICY, 105.0) == 110.0
     after = decide(w, POLICY, now=110.0)
     assert (after[P].announce, after[P].reason) == (False, "drained")
@@ -112,3 +128,39 @@ def test_undrain_is_an_empty_set() -> None:
     assert not decide(w, POLICY, now=1.0)[P].announce
     w.apply(DrainsSet(()))
     assert decide(w, POLICY, now=2.0)[P].announce
+
+
+flap_events = st.lists(
+    st.tuples(st.sampled_from([P, Q]), st.booleans(), st.floats(0.0, 30.0)), max_size=60
+)
+
+
+@given(flap_events)
+@settings(max_examples=200, deadline=None)
+def test_the_damper_only_withholds_forgets_when_quiet_and_knows_its_next_reuse(
+    events: list[tuple[Prefix, bool, float]],
+) -> None:
+    damper = Damper(DampingParams(half_life=5.0, max_suppress=40.0))
+    now, last = 0.0, {}
+    for prefix, announce, gap in events:
+        now += gap
+        wanted = {
+            **{p: d for p, d in last.items() if p != prefix},
+            prefix: Decision(announce, Reason.HOST_ROUTE if announce else Reason.LINK_DOWN),
+        }
+        result = damper.apply(wanted, now, last, scope={prefix})
+        decided = result[prefix]
+        assert decided.announce <= announce  # only ever withholds an announce
+        if announce and not decided.announce:
+            assert decided.reason == Reason.DAMPED
+            reuse = damper.next_reuse(now)
+            assert reuse is not None
+            assert reuse >= now
+            suppressed = [p for p, s in damper.flaps.items() if s.suppressed_since is not None]
+            brute = min(damper._reuse_at(damper.flaps[p]) for p in suppressed)
+            assert reuse == max(now, brute)
+        last = result
+    # quiet long enough: every penalty decays below the floor and is forgotten
+    damper.apply(last, now + 10_000.0, last, scope=set())
+    assert damper.flaps == {}
+    assert damper.next_reuse(now + 10_000.0) is None

@@ -4,7 +4,7 @@ and a held prefix says so."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,12 +26,12 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
-from announcer.model import Announcement, Reason
+from announcer.model import Advert, Prefix, Reason
 
 UP = IFF_UP | IFF_LOWER_UP
 LINKS = (KernelLink(2, "vethr1", UP),)
-PREFIXES = [IPv4Network((0x0A000000 + i, 32)) for i in range(40)]
-POLICY = Policy(interfaces=("vethr*",), allow=(ip_network("10.0.0.0/8"),))
+PREFIXES = [Prefix.make(4, 0x0A000000 + i, 32) for i in range(40)]
+POLICY = Policy(interfaces=("vethr*",), allow=(Prefix("10.0.0.0/8"),))
 GUARD = Guard(sync_timeout=30.0, max_withdraw_fraction=0.5, min_withdraws=3)
 
 
@@ -107,7 +107,7 @@ def test_a_mass_withdraw_is_held_while_a_source_is_lost_and_the_held_say_so(
         world.apply(SourceLost("docker", 50.0, "connection refused"))
     table = AnnouncedTable(known=True)
     for prefix in announced:
-        table.entries[prefix] = Announcement(prefix)
+        table.entries[prefix] = Advert()
     reconciler = Reconciler(POLICY, Damper(DampingParams(enabled=False)), GUARD, started=0.0)
     step = reconciler.step(world, table, 60.0)
     gone = set(announced) - set(kernel)
@@ -138,7 +138,7 @@ def test_withdraws_resume_when_the_lost_source_lists_again() -> None:
     world.apply(SourceLost("docker", 50.0, "gone"))
     table = AnnouncedTable(known=True)
     for prefix in announced:
-        table.entries[prefix] = Announcement(prefix)
+        table.entries[prefix] = Advert()
     reconciler = Reconciler(POLICY, Damper(DampingParams(enabled=False)), GUARD, started=0.0)
     held = reconciler.step(world, table, 60.0)
     assert held.commands == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 
 from announcer.core.decide import decide, desired, next_change
 from announcer.core.policy import Policy
@@ -20,20 +20,18 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
-from announcer.model import Attributes, Community
+from announcer.model import Attributes, Community, Prefix
 from announcer.spec.labels import ServiceSpec
 
 S = InstanceState
-ANYCAST = ip_network("10.200.0.1/32")
-POLICY = Policy(interfaces=("vethr*",), allow=(ip_network("10.0.0.0/8"),), local_as=65001)
+ANYCAST = Prefix("10.200.0.1/32")
+POLICY = Policy(interfaces=("vethr*",), allow=(Prefix("10.0.0.0/8"),), local_as=65001)
 
 
 def kernel(*prefixes: str) -> World:
     w = World()
     links = tuple(KernelLink(i, f"vethr{i}", IFF_UP | IFF_LOWER_UP) for i in range(1, 4))
-    routes = tuple(
-        KernelRoute(ip_network(p), 254, 180, oif=1 + n % 3) for n, p in enumerate(prefixes)
-    )
+    routes = tuple(KernelRoute(Prefix(p), 254, 180, oif=1 + n % 3) for n, p in enumerate(prefixes))
     w.apply(KernelSnapshot(routes, links, ()))
     return w
 
@@ -55,14 +53,14 @@ def inst(
 def verdict(
     w: World, prefix: str = "10.200.0.1/32", now: float = 0.0, policy: Policy = POLICY
 ) -> tuple[bool, str]:
-    d = decide(w, policy, now=now)[ip_network(prefix)]
+    d = decide(w, policy, now=now)[Prefix(prefix)]
     return d.announce, d.reason
 
 
 def test_a_serving_container_announces_its_route_and_names_itself() -> None:
     w = kernel("10.1.0.5/32")
     w.apply(SourceListed("docker", (inst("a", S.SERVING, "10.1.0.5"),)))
-    d = decide(w, POLICY)[ip_network("10.1.0.5/32")]
+    d = decide(w, POLICY)[Prefix("10.1.0.5/32")]
     assert (d.announce, d.reason) == (True, "host_route")
     assert "docker:c-a" in d.sources
 
@@ -139,7 +137,7 @@ def test_label_attributes_merge_over_config_and_communities_add_up() -> None:
             "marathon", (inst("t1", S.SERVING, "10.200.0.1", spec=spec, source="marathon"),)
         )
     )
-    want = desired(decide(w, policy).values(), policy)[ANYCAST]
+    want = desired(decide(w, policy).items(), policy)[ANYCAST]
     assert want.attributes == Attributes(
         med=50,
         communities=(Community(65000, 1), Community(65001, 7)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,33 +16,16 @@ from announcer.core.plan import (
     Withdraw,
     diff,
 )
-from announcer.model import Announcement, Attributes, Prefix
+from announcer.model import Advert, Attributes, Prefix
 
 PEERS = [IPv4Address("10.99.0.1"), IPv4Address("10.99.0.3")]
-prefixes = st.integers(0, 40).map(lambda i: IPv4Network((0x0A000000 + i, 32)))
+prefixes = st.integers(0, 40).map(lambda i: Prefix.make(4, 0x0A000000 + i, 32))
 attributes = st.builds(Attributes, med=st.none() | st.integers(0, 3))
 neighbor_sets = st.frozensets(st.sampled_from(PEERS))
-announcements = st.builds(
-    Announcement, prefix=prefixes, attributes=attributes, neighbors=neighbor_sets
-)
-
-
-def as_map(items: list[Announcement]) -> dict[Prefix, Announcement]:
-    return {a.prefix: a for a in items}
-
-
-desired_maps = st.lists(announcements, max_size=20).map(as_map)
-entries = st.one_of(announcements.map(lambda a: a), neighbor_sets.map(Unconfirmed))
-announced_maps = st.dictionaries(prefixes, entries, max_size=20).map(
-    lambda d: {
-        p: (
-            Announcement(p, e.next_hop, e.attributes, e.neighbors)
-            if isinstance(e, Announcement)
-            else e
-        )
-        for p, e in d.items()
-    }
-)
+adverts = st.builds(Advert, attributes=attributes, neighbors=neighbor_sets)
+desired_maps = st.dictionaries(prefixes, adverts, max_size=20)
+entries = st.one_of(adverts, neighbor_sets.map(Unconfirmed))
+announced_maps = st.dictionaries(prefixes, entries, max_size=20)
 
 
 def apply(
@@ -55,13 +38,13 @@ def apply(
 
 
 @given(desired_maps)
-def test_diff_of_a_state_with_itself_is_empty(desired: dict[Prefix, Announcement]) -> None:
+def test_diff_of_a_state_with_itself_is_empty(desired: dict[Prefix, Advert]) -> None:
     assert diff(desired, dict(desired)) == []
 
 
 @given(desired_maps, announced_maps)
 def test_applying_the_diff_reaches_the_desired_state(
-    desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]
+    desired: dict[Prefix, Advert], announced: dict[Prefix, AnnouncedEntry]
 ) -> None:
     commands = diff(desired, announced)
     assert apply(announced, commands) == desired
@@ -70,7 +53,7 @@ def test_applying_the_diff_reaches_the_desired_state(
 
 @given(desired_maps, announced_maps)
 def test_withdraws_only_name_announced_prefixes_and_come_first(
-    desired: dict[Prefix, Announcement], announced: dict[Prefix, AnnouncedEntry]
+    desired: dict[Prefix, Advert], announced: dict[Prefix, AnnouncedEntry]
 ) -> None:
     commands = diff(desired, announced)
     kinds = [isinstance(c, Withdraw) for c in commands]
@@ -82,7 +65,7 @@ def test_withdraws_only_name_announced_prefixes_and_come_first(
 
 @given(desired_maps)
 def test_valid_routes_found_in_exabgp_are_reannounced_never_withdrawn(
-    desired: dict[Prefix, Announcement],
+    desired: dict[Prefix, Advert],
 ) -> None:
     # A respawned announcer loads ExaBGP's adj-rib-out: attributes unknown.
     table = AnnouncedTable()
@@ -93,19 +76,19 @@ def test_valid_routes_found_in_exabgp_are_reannounced_never_withdrawn(
 
 
 def test_stale_neighbors_are_withdrawn_from_before_the_reannounce() -> None:
-    p = IPv4Network("10.0.0.1/32")
-    want = Announcement(p, neighbors=frozenset({PEERS[0]}))
+    p = Prefix("10.0.0.1/32")
+    want = Advert(neighbors=frozenset({PEERS[0]}))
     commands = diff({p: want}, {p: Unconfirmed(frozenset(PEERS))})
-    assert commands == [Withdraw(p, frozenset({PEERS[1]})), Announce(want)]
+    assert commands == [Withdraw(p, frozenset({PEERS[1]})), Announce(p, want)]
 
 
 def test_a_failed_command_makes_the_prefix_unknown_so_it_is_retried() -> None:
-    p = IPv4Network("10.0.0.1/32")
+    p = Prefix("10.0.0.1/32")
     table = AnnouncedTable(known=True)
-    table.record(Announce(Announcement(p)))
-    table.fail(Announce(Announcement(p)))
+    table.record(Announce(p, Advert()))
+    table.fail(Announce(p, Advert()))
     assert table.entries[p] == UNKNOWN
-    assert diff({p: Announcement(p)}, table.entries) == [Announce(Announcement(p))]
+    assert diff({p: Advert()}, table.entries) == [Announce(p, Advert())]
     assert diff({}, table.entries) == [Withdraw(p)]
 
 

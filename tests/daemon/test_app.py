@@ -7,7 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Network, ip_address
+from ipaddress import ip_address
 from pathlib import Path
 
 from announcer.config import Config
@@ -24,6 +24,7 @@ from announcer.events import (
     SourceListed,
     SourceLost,
 )
+from announcer.model import Prefix
 from announcer.sources.lifecycle import LifecycleSource
 from announcer.testing import FakeKernel, FakeSource, RecordingExaBGP, wait_until
 
@@ -32,7 +33,7 @@ VETH = KernelLink(2, "vethr1", UP)
 
 
 def route(text: str) -> KernelRoute:
-    return KernelRoute(IPv4Network(text), 254, 180, oif=2)
+    return KernelRoute(Prefix(text), 254, 180, oif=2)
 
 
 def config(tmp_path: Path, **sections: object) -> Config:

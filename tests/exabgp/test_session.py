@@ -3,7 +3,7 @@ the query barrier, the withdraw echo, the adj-rib-out check's schedule, drift, t
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from announcer.core.plan import Announce, Unconfirmed, Withdraw
 from announcer.exabgp.commands import Ack, NeighborState, Text
@@ -19,10 +19,10 @@ from announcer.exabgp.session import (
     drift,
     replay_on_up,
 )
-from announcer.model import Announcement
+from announcer.model import Advert, Prefix
 from announcer.testing import FakeClock
 
-P1, P2 = IPv4Network("10.0.0.1/32"), IPv4Network("10.0.0.2/32")
+P1, P2 = Prefix("10.0.0.1/32"), Prefix("10.0.0.2/32")
 
 
 def test_replies_resolve_lines_in_order_and_a_query_waits_for_an_empty_pipe() -> None:
@@ -77,7 +77,7 @@ def test_stalled_counts_from_the_last_progress_only_while_lines_wait() -> None:
 def test_a_withdraw_soon_after_its_announce_is_echoed_once_unless_announced_again() -> None:
     upkeep = Upkeep()
     now = 1000.0
-    upkeep.sent([Announce(Announcement(P1)), Announce(Announcement(P2))], now)
+    upkeep.sent([Announce(P1, Advert()), Announce(P2, Advert())], now)
     now += ECHO_WINDOW - 1
     upkeep.sent([Withdraw(P1), Withdraw(P2)], now)
     assert upkeep.echoes_due(now + ECHO_DELAY - 0.01, set()) == []
@@ -87,7 +87,7 @@ def test_a_withdraw_soon_after_its_announce_is_echoed_once_unless_announced_agai
 
 def test_a_withdraw_long_after_its_announce_is_not_echoed() -> None:
     upkeep = Upkeep()
-    upkeep.sent([Announce(Announcement(P1))], 1000.0)
+    upkeep.sent([Announce(P1, Advert())], 1000.0)
     upkeep.sent([Withdraw(P1)], 1000.0 + ECHO_WINDOW)
     assert upkeep.echo == {}
 
@@ -95,9 +95,9 @@ def test_a_withdraw_long_after_its_announce_is_not_echoed() -> None:
 def test_announce_times_are_forgotten_after_the_echo_window_at_most_once_per_window() -> None:
     upkeep = Upkeep()
     now = 1000.0
-    upkeep.sent([Announce(Announcement(P1))], now)
+    upkeep.sent([Announce(P1, Advert())], now)
     now += ECHO_WINDOW - 1
-    upkeep.sent([Announce(Announcement(P2))], now)
+    upkeep.sent([Announce(P2, Advert())], now)
     now += 2  # P1 is past the window, P2 is not
     upkeep.forget_old_announces(now)
     assert set(upkeep.announced_at) == {P2}
@@ -121,12 +121,12 @@ def test_the_rib_check_skips_big_tables_says_so_once_and_spaces_itself_by_its_co
 
 def test_drift_names_what_exabgp_has_unasked_and_what_it_lacks() -> None:
     neighbor = IPv4Address("10.99.0.1")
-    p3 = IPv4Network("10.0.0.3/32")
-    announced = {P1: Announcement(P1), P2: Unconfirmed(), p3: Announcement(p3)}
-    rib = [(neighbor, P1), (neighbor, IPv4Network("10.0.0.9/32"))]
+    p3 = Prefix("10.0.0.3/32")
+    announced = {P1: Advert(), P2: Unconfirmed(), p3: Advert()}
+    rib = [(neighbor, P1), (neighbor, Prefix("10.0.0.9/32"))]
     found, where = drift(rib, announced)
     # P2 is unconfirmed (its state unknown anyway); p3 was announced and ExaBGP lacks it
-    assert sorted(found) == [p3, IPv4Network("10.0.0.9/32")]
+    assert sorted(found) == [p3, Prefix("10.0.0.9/32")]
     assert where[P1] == frozenset({neighbor})
 
 

@@ -7,12 +7,13 @@ import json
 import struct
 import sys
 from collections.abc import Iterator
-from ipaddress import IPv4Address, ip_network
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from announcer.events import LinkChanged, RouteAdded, RouteRemoved
+from announcer.model import Prefix
 from announcer.sources.kernel import RTM_NEWROUTE, Done, dump_request, parse_messages
 from tests.integration.fake_exabgp import FakeExaBGP, final_state, parse_command
 from tests.netlab import netns, poll, sh
@@ -65,10 +66,10 @@ def test_parse_messages_handles_a_datagram_of_several_messages() -> None:
     )
     events = list(parse_messages(data))
     assert isinstance(events[0], RouteAdded)
-    assert events[0].route.prefix == ip_network("10.0.0.1/32")
+    assert events[0].route.prefix == Prefix("10.0.0.1/32")
     assert events[0].route.oif == 5
     assert isinstance(events[1], RouteRemoved)
-    assert events[1].route.prefix == ip_network("10.0.0.2/32")
+    assert events[1].route.prefix == Prefix("10.0.0.2/32")
     assert isinstance(events[2], Done)
     assert len(dump_request(RTM_NEWROUTE, 1)) == 28
     assert not any(isinstance(e, LinkChanged) for e in events)
