@@ -73,8 +73,15 @@ def test_announcer_check_accepts_the_shipped_config(engine: Dockerd, image: str)
 
 
 def test_the_commands_run(engine: Dockerd, image: str) -> None:
-    usage = run(engine, image, "announcer", "--help").stdout
-    assert usage.startswith("usage: announcer [-h] {run,plan,check,status,drain,undrain}")
+    # the image's announcer is this checkout's: the same help, wrapped at the same width
+    here = subprocess.run(
+        [Path(sys.executable).parent / "announcer", "--help"],
+        env={**os.environ, "COLUMNS": "100"}, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    usage = engine.cli("run", "--rm", "--network", "none", "-e", "COLUMNS=100",
+                       "--entrypoint", "announcer", image, "--help").stdout  # fmt: skip
+    assert usage.startswith("usage: announcer ")
+    assert usage == here
     assert "--state-dir" in run(engine, image, "announcer-docker-routed", "--help").stdout
     cni_version = """echo '{"cniVersion": "1.0.0"}' | CNI_COMMAND=VERSION announcer-routed"""
     cni = run(engine, image, "sh", "-c", cni_version)
