@@ -63,3 +63,16 @@ lab: system venv
 
 clean:
 	rm -rf $(VENV) $(EXABGP4_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Container images from a Debian base made here (debootstrap, then `docker import`) and wheels
+# downloaded here: no registry image and no network inside the build (docs/image.md).
+# Needs root; builds on docker's default engine, or DOCKER_HOST's.
+IMAGE ?= anycast-announcer
+LAB_IMAGE ?= anycast-announcer-lab:dev
+.PHONY: image image-lab
+
+image:
+	PYTHON=$(PYTHON) packaging/image/build.sh product $(IMAGE)
+
+image-lab:
+	PYTHON=$(PYTHON) packaging/image/build.sh lab $(LAB_IMAGE)
