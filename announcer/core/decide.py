@@ -18,7 +18,7 @@ from announcer.core.instances import claims, label, serving, trusted_instances
 from announcer.core.policy import Decision, Policy, attributes_for
 from announcer.core.world import World
 from announcer.events import Drain, DrainMode, Instance, InstanceState
-from announcer.model import GRACEFUL_SHUTDOWN, Advert, Prefix, Reason
+from announcer.model import GRACEFUL_SHUTDOWN, Advert, IPAddress, Prefix, Reason
 from announcer.spec.labels import ServiceSpec
 
 
@@ -165,12 +165,25 @@ def desired(decisions: Iterable[tuple[Prefix, Decision]], policy: Policy) -> dic
     return result
 
 
+def for_family(neighbors: frozenset[IPAddress], version: int) -> frozenset[IPAddress]:
+    """The neighbors a prefix of this family goes to. With neighbors of both families (a v4
+    and a v6 session, the usual dual stack), only those of the prefix's own: ExaBGP logs an
+    error for every route sent to a neighbor without the family (4.2 also answers a
+    withdraw there "route not found"). With one family only, all of them (one session may
+    carry both families)."""
+    if {n.version for n in neighbors} != {4, 6}:
+        return neighbors
+    return frozenset(n for n in neighbors if n.version == version)
+
+
 def _advert(version: int, decision: Decision, policy: Policy) -> Advert:
     next_hop = policy.next_hop
     if next_hop != "self" and next_hop.version != version:
         next_hop = "self"
     spec = decision.spec
-    neighbors = spec.neighbors if spec is not None and spec.neighbors else policy.neighbors
+    neighbors = for_family(
+        spec.neighbors if spec is not None and spec.neighbors else policy.neighbors, version
+    )
     attributes = attributes_for(policy, spec)
     if decision.graceful_shutdown:
         attributes = replace(attributes, communities=(*attributes.communities, GRACEFUL_SHUTDOWN))

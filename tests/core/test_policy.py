@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from dataclasses import replace
+from ipaddress import IPv4Address, ip_address
 
 import pytest
 
@@ -213,3 +214,19 @@ def test_scenario_container_lifecycle_in_the_kernel() -> None:
         for event in events:
             w.apply(event)
         assert announced(w) == expected, events
+
+
+def test_dual_stack_neighbors_get_their_own_family_only() -> None:
+    """A v4 and a v6 session: each family goes to its own neighbors only (ExaBGP would log
+    'family not configured' for every route sent to the other); one family: all."""
+    v4, v6 = ip_address("10.99.0.1"), ip_address("fd00:99::1")
+    both = Policy(
+        interfaces=("vethr*",), allow=(Prefix("10.0.0.0/8"), Prefix("fd00::/8")),
+        neighbors=frozenset({v4, v6}),
+    )  # fmt: skip
+    want = desired(decide(world(route("10.1.1.1/32"), route("fd00::1/128")), both).items(), both)
+    assert want[Prefix("10.1.1.1/32")].neighbors == {v4}
+    assert want[Prefix("fd00::1/128")].neighbors == {v6}
+    only_v4 = replace(both, neighbors=frozenset({v4}))
+    want = desired(decide(world(route("fd00::1/128")), only_v4).items(), only_v4)
+    assert want[Prefix("fd00::1/128")].neighbors == {v4}  # MP-BGP over one session
