@@ -253,6 +253,18 @@ class MetricsConfig(_Strict):
         return value
 
 
+class WeightsConfig(_Strict):
+    enabled: bool = False
+    # bytes/s of one unit of anycast.weight; FRR 8.4 keeps bytes/s in 32 bits (the summed
+    # value is capped at 4294967295), so keep units small: 125000 = 1 Mbit/s.
+    unit_bytes_per_second: int = Field(125_000, ge=1, le=100_000_000)
+    asn: int | None = Field(None, ge=1, le=0xFFFF)  # default: exabgp.local_as if 2-byte, else 23456
+    transitive: bool = True  # type 0x00: a leaf passes it on over eBGP (docs/weighted.md)
+    min_interval_seconds: float = Field(5.0, ge=0, le=3600)
+    slow_start_steps: int = Field(4, ge=1, le=100)
+    deprefer_as_path_prepend: int = Field(3, ge=1, le=10)  # anycast.unhealthy=deprefer
+
+
 class Config(_Strict):
     exabgp: ExaBGPConfig = ExaBGPConfig()
     kernel: KernelConfig = KernelConfig()
@@ -266,6 +278,7 @@ class Config(_Strict):
     control: ControlConfig = ControlConfig()
     guard: GuardConfig = GuardConfig()
     metrics: MetricsConfig = MetricsConfig()
+    weights: WeightsConfig = WeightsConfig()
 
 
 def _describe(error: Any, document: Any) -> str:

@@ -20,10 +20,16 @@ IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 
 
+# A multipath route's paths: (device index, gateway or None). IPv6 refuses device-only
+# multipath routes, so there each path names the instance's link-local address.
+NextHops = tuple[tuple[int, "IPAddress | None"], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Via:
     """What a kernel route says besides its prefix. Routes that agree on all of it share
-    one Via in the world (``World`` interns them)."""
+    one Via in the world (``World`` interns them). A multipath route has ``nexthops``
+    (and no ``oif``): several local instances of one anycast IP, one veth each."""
 
     table: int
     protocol: int
@@ -31,17 +37,21 @@ class Via:
     oif: int | None = None
     gateway: IPAddress | None = None
     priority: int = 0
-    multipath: bool = False
+    nexthops: NextHops = ()
+
+    @property
+    def multipath(self) -> bool:
+        return bool(self.nexthops)
 
     @property
     def slot(self) -> tuple[int, int]:
         """With the prefix, what identifies a route in the kernel (a delete names these)."""
         return (self.table, self.priority)
 
-    def fields(self) -> tuple[int, int, int, int | None, IPAddress | None, int, bool]:
+    def fields(self) -> tuple[int, int, int, int | None, IPAddress | None, int, NextHops]:
         return (
             self.table, self.protocol, self.type, self.oif, self.gateway, self.priority,
-            self.multipath,
+            self.nexthops,
         )  # fmt: skip
 
 
@@ -56,13 +66,13 @@ class KernelRoute:
     oif: int | None = None
     gateway: IPAddress | None = None
     priority: int = 0
-    multipath: bool = False
+    nexthops: NextHops = ()
 
     @property
     def via(self) -> Via:
         return Via(
             self.table, self.protocol, self.type, self.oif, self.gateway, self.priority,
-            self.multipath,
+            self.nexthops,
         )  # fmt: skip
 
 
@@ -247,6 +257,7 @@ class HealthObserved:
     key: tuple[str, str]
     healthy: bool | None
     detail: str = ""
+    at: float = 0.0  # when the verdict changed (the monitor's clock): slow start counts from it
 
 
 Event = KernelEvent | LifecycleEvent | DrainsSet | HealthObserved

@@ -7,6 +7,7 @@ Constructors validate ranges, so an out-of-range value cannot exist.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
@@ -31,6 +32,7 @@ class Reason(StrEnum):
     HOST_ROUTE = "host_route"  # a kernel host route on a selected device
     LOCAL_ADDRESS = "local_address"  # a /32 or /128 address on an address_interfaces device
     DRAINING = "draining"  # a graceful drain: announced with GRACEFUL_SHUTDOWN, then withdrawn
+    UNHEALTHY_DEPREFERRED = "unhealthy_depreferred"  # anycast.unhealthy=deprefer: last resort
     # withheld by the kernel rules, in the order they are checked
     NOT_HOST_PREFIX = "not_host_prefix"
     MARTIAN = "martian"
@@ -210,6 +212,31 @@ class LargeCommunity:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkBandwidth:
+    """The BGP link-bandwidth extended community: a 2-byte ASN and bytes per second as an
+    IEEE float. FRR installs weighted multipath routes from it (docs/weighted.md).
+
+    ``transitive`` sends type 0x00 (FRR passes it on over eBGP, so a leaf with one path
+    still tells its spines); otherwise 0x40, the non-transitive form ExaBGP's
+    ``bandwidth:`` keyword sends. FRR 8.4 keeps the value in 32 bits: at most 4294967295.
+    """
+
+    asn: int
+    bytes_per_second: int
+    transitive: bool = True
+
+    def __post_init__(self) -> None:
+        _check_range("link-bandwidth ASN", self.asn, UINT16_MAX)
+        _check_range("link-bandwidth bytes per second", self.bytes_per_second, UINT32_MAX)
+
+    def hex(self) -> str:
+        """The community as ExaBGP reads a raw one: ``0x`` and 16 hex digits."""
+        value = struct.unpack(">I", struct.pack(">f", float(self.bytes_per_second)))[0]
+        kind = 0x00 if self.transitive else 0x40
+        return f"0x{kind:02x}04{self.asn:04x}{value:08x}"
+
+
+@dataclass(frozen=True, slots=True)
 class Attributes:
     """BGP path attributes an announcement carries besides its next hop."""
 
@@ -218,6 +245,7 @@ class Attributes:
     communities: tuple[Community, ...] = ()
     large_communities: tuple[LargeCommunity, ...] = ()
     as_path: tuple[int, ...] = ()  # sent verbatim by ExaBGP: starts with our own AS
+    link_bandwidth: LinkBandwidth | None = None  # weighted anycast (docs/weighted.md)
 
     def __post_init__(self) -> None:
         if len(self.as_path) > 32:

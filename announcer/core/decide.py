@@ -14,11 +14,19 @@ from collections.abc import Iterable, Sequence, Set
 from dataclasses import replace
 
 from announcer.core.eligibility import ANNOUNCE_REASONS, KernelRules, best_withheld
-from announcer.core.instances import claims, label, serving, trusted_instances
+from announcer.core.instances import claims, label, next_ramp, serving, trusted_instances
 from announcer.core.policy import Decision, Policy, attributes_for
 from announcer.core.world import World
 from announcer.events import Drain, DrainMode, Instance, InstanceState
-from announcer.model import GRACEFUL_SHUTDOWN, Advert, IPAddress, Prefix, Reason
+from announcer.model import (
+    GRACEFUL_SHUTDOWN,
+    UINT32_MAX,
+    Advert,
+    IPAddress,
+    LinkBandwidth,
+    Prefix,
+    Reason,
+)
 from announcer.spec.labels import ServiceSpec
 
 
@@ -36,9 +44,11 @@ class _Interned:
         sources: tuple[str, ...] = (),
         spec: ServiceSpec | None = None,
         graceful: bool = False,
+        weight: int = 0,
+        deprefer: bool = False,
     ) -> Decision:
         sources = self._sources.setdefault(sources, sources)
-        decision = Decision(announce, reason, sources, spec, graceful)
+        decision = Decision(announce, reason, sources, spec, graceful, weight, deprefer)
         return self._decisions.setdefault(decision, decision)
 
 
@@ -106,10 +116,14 @@ def _decide_one(
         if rules.policy.require_instance:
             return make(False, Reason.NO_INSTANCE, sources)
         return make(True, eligible[0][0], sources)
-    why_not, spec, labels = serving(world, list(claimants), rules.policy, now)
-    if why_not is not None:
-        return make(False, why_not, sources + labels)
-    return make(True, eligible[0][0], sources + labels, spec)
+    service = serving(world, list(claimants), rules.policy, now)
+    if service.reason is not None:
+        return make(False, service.reason, sources + service.labels)
+    reason = Reason.UNHEALTHY_DEPREFERRED if service.deprefer else eligible[0][0]
+    return make(
+        True, reason, sources + service.labels, service.spec, False, service.weight,
+        service.deprefer,
+    )  # fmt: skip
 
 
 def _drained(
@@ -118,9 +132,10 @@ def _drained(
     drain = active_drain(world, prefix, now)
     if drain is None:
         return decision
+    d = decision
     if drain.mode is DrainMode.GRACEFUL and now < drain.since + drain.graceful_seconds:
-        return make(True, Reason.DRAINING, decision.sources, decision.spec, True)
-    return make(False, Reason.DRAINED, decision.sources, decision.spec)
+        return make(True, Reason.DRAINING, d.sources, d.spec, True, d.weight, d.deprefer)
+    return make(False, Reason.DRAINED, d.sources, d.spec)
 
 
 def active_drain(world: World, prefix: Prefix, now: float) -> Drain | None:
@@ -146,6 +161,9 @@ def next_change(world: World, policy: Policy, now: float) -> float | None:
     for drain in world.drains.values():
         ends = (drain.until, drain.since + drain.graceful_seconds)
         times.extend(t for t in ends if t is not None and t > now)
+    ramp = next_ramp(world, policy, now)
+    if ramp is not None:
+        times.append(ramp)
     return min(times, default=None)
 
 
@@ -187,4 +205,14 @@ def _advert(version: int, decision: Decision, policy: Policy) -> Advert:
     attributes = attributes_for(policy, spec)
     if decision.graceful_shutdown:
         attributes = replace(attributes, communities=(*attributes.communities, GRACEFUL_SHUTDOWN))
+    if decision.deprefer and policy.local_as is not None:
+        longer = attributes.as_path or (policy.local_as,)
+        attributes = replace(
+            attributes, as_path=(policy.local_as,) * policy.deprefer_prepend + longer
+        )
+    weights = policy.weights
+    if weights is not None and decision.weight > 0:
+        value = min(decision.weight * weights.unit, UINT32_MAX)  # FRR 8.4: 32 bits
+        bandwidth = LinkBandwidth(weights.asn, value, weights.transitive)
+        attributes = replace(attributes, link_bandwidth=bandwidth)
     return Advert(next_hop, attributes, neighbors)

@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 from announcer.core.policy import Policy
 from announcer.core.world import World
-from announcer.events import RT_TABLE_LOCAL, RTN_UNICAST, KernelAddress, Via
+from announcer.events import RT_TABLE_LOCAL, RTN_UNICAST, KernelAddress, NextHops, Via
 from announcer.model import Prefix, Reason, host_prefix, is_host_prefix
 
 # Never announced, whatever the allowlist says.
@@ -88,7 +88,7 @@ class KernelRules:
         self.allow = _ranges(policy.allow)
         self.selected = frozenset(k.index for k in links if _matches(k.name, policy.interfaces))
         self.up = frozenset(k.index for k in links if k.up)
-        self._names: dict[tuple[int, int | None], str] = {}
+        self._names: dict[tuple[int, int | None, NextHops], str] = {}
         self.addresses: dict[Prefix, list[tuple[Reason, str]]] = {}
         if policy.address_interfaces:
             for address in world.addresses.values():
@@ -109,8 +109,8 @@ class KernelRules:
             return Reason.TABLE_NOT_SELECTED
         if policy.protocols and via.protocol not in policy.protocols:
             return Reason.PROTOCOL_NOT_SELECTED
-        if via.multipath:
-            return Reason.MULTIPATH_ROUTE
+        if via.nexthops:
+            return self._multipath_verdict(prefix, via)
         if via.oif is None or via.oif not in self.world.links:
             return Reason.NO_INTERFACE
         if via.oif not in self.selected:
@@ -123,12 +123,35 @@ class KernelRules:
             return Reason.PREFIX_NOT_ALLOWED
         return Reason.HOST_ROUTE
 
+    def _multipath_verdict(self, prefix: Prefix, via: Via) -> Reason:
+        """Several local instances of one anycast IP: a host route when every path is one
+        (on a selected device, up, no gateway but the instance's own link-local address);
+        ``multipath_route`` when some path is on a device that is not selected, else the
+        first check every path does not pass."""
+        links = self.world.links
+        if any(oif not in links for oif, _ in via.nexthops):
+            return Reason.NO_INTERFACE
+        if any(oif not in self.selected for oif, _ in via.nexthops):
+            return Reason.MULTIPATH_ROUTE
+        if any(gw is not None and not gw.is_link_local for _, gw in via.nexthops):
+            return Reason.ROUTE_HAS_GATEWAY
+        if any(oif not in self.up for oif, _ in via.nexthops):
+            return Reason.LINK_DOWN
+        if not _inside(prefix, self.allow):
+            return Reason.PREFIX_NOT_ALLOWED
+        return Reason.HOST_ROUTE
+
     def _source(self, via: Via) -> str:
-        name = self._names.get((via.table, via.oif))
+        key = (via.table, via.oif, via.nexthops)
+        name = self._names.get(key)
         if name is None:
             table = TABLE_NAMES.get(via.table, str(via.table))
-            name = f"route:{table}:{self.world.link_name(via.oif) or '?'}"
-            self._names[(via.table, via.oif)] = name
+            if via.nexthops:
+                devices = "+".join(self.world.link_name(oif) or "?" for oif, _ in via.nexthops)
+            else:
+                devices = self.world.link_name(via.oif) or "?"
+            name = f"route:{table}:{devices}"
+            self._names[key] = name
         return name
 
     def candidates(self, prefix: Prefix) -> list[tuple[Reason, str]]:

@@ -4,8 +4,9 @@ health checks to run. Pure: ``now`` and the health verdicts are passed in."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from announcer.core.policy import Policy
+from announcer.core.policy import Policy, Weights
 from announcer.core.world import World
 from announcer.events import Instance, InstanceState
 from announcer.model import Prefix, Reason, host_prefix
@@ -50,7 +51,7 @@ def instance_verdict(
         return Reason.LABEL_INVALID
     spec = instance.spec
     if spec is not None:
-        if spec.as_path_prepend and policy.local_as is None:
+        if (spec.as_path_prepend or spec.unhealthy == "deprefer") and policy.local_as is None:
             return Reason.LABEL_INVALID
         if spec.neighbors and policy.neighbors and not spec.neighbors <= policy.neighbors:
             return Reason.LABEL_INVALID
@@ -80,17 +81,74 @@ def label(instance: Instance) -> str:
     return f"{instance.source}:{instance.name}"
 
 
-def serving(
-    world: World, claimants: list[Instance], policy: Policy, now: float
-) -> tuple[Reason | None, ServiceSpec | None, tuple[str, ...]]:
-    """(withheld reason or None, spec of the first serving claimant, claimant labels)."""
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What the instances claiming a prefix say about it."""
+
+    reason: Reason | None  # why none serves; None when one does (or the prefix is deprefered)
+    spec: ServiceSpec | None  # of the first serving claimant (it gives the attributes)
+    labels: tuple[str, ...]
+    weight: int = 0  # summed weight of the serving claimants (with weights on)
+    deprefer: bool = False  # none serves, but an unhealthy one asks to stay as a last resort
+
+
+DEPREFERRED = (Reason.CHECK_FAILING, Reason.INSTANCE_UNHEALTHY)
+
+
+def serving(world: World, claimants: list[Instance], policy: Policy, now: float) -> Serving:
     labels = tuple(label(c) for c in claimants)
     verdicts = [(instance_verdict(c, policy, now, world.health), c) for c in claimants]
     live = [c for verdict, c in verdicts if verdict is None]
     if live:
-        return None, live[0].spec, labels
+        weight = 0
+        if policy.weights is not None:
+            weight = sum(effective_weight(c, world, policy.weights, now) for c in live)
+        return Serving(None, live[0].spec, labels, weight)
+    last_resort = [
+        c
+        for verdict, c in verdicts
+        if verdict in DEPREFERRED and c.spec is not None and c.spec.unhealthy == "deprefer"
+    ]
+    if last_resort:
+        return Serving(None, last_resort[0].spec, labels, 1 if policy.weights else 0, True)
     reasons = [verdict for verdict, _ in verdicts if verdict is not None]
-    return min(reasons, key=INSTANCE_RANK.index), None, labels
+    return Serving(min(reasons, key=INSTANCE_RANK.index), None, labels)
+
+
+def joined_at(instance: Instance, world: World) -> float:
+    """When the instance began to serve: its state's start, or its check's passing."""
+    return max(instance.since, world.health_since.get(instance.key, instance.since))
+
+
+def effective_weight(instance: Instance, world: World, weights: Weights, now: float) -> int:
+    """anycast.weight, ramped in ``slow_start_steps`` steps over anycast.slow-start-seconds
+    after the instance joins (at least 1)."""
+    spec = instance.spec
+    full = spec.weight if spec is not None else 1
+    ramp = spec.slow_start_seconds if spec is not None else 0.0
+    elapsed = now - joined_at(instance, world)
+    if ramp <= 0 or elapsed >= ramp:
+        return full
+    step = min(weights.slow_start_steps, int(elapsed * weights.slow_start_steps / ramp) + 1)
+    return max(1, full * step // weights.slow_start_steps)
+
+
+def next_ramp(world: World, policy: Policy, now: float) -> float | None:
+    """The next time a slow start takes a step (a weight changes with no event)."""
+    if policy.weights is None:
+        return None
+    steps = policy.weights.slow_start_steps
+    times = []
+    for instance in world.instances.values():
+        spec = instance.spec
+        if spec is None or spec.slow_start_seconds <= 0:
+            continue
+        start = joined_at(instance, world)
+        if now - start >= spec.slow_start_seconds:
+            continue
+        interval = spec.slow_start_seconds / steps
+        times.append(start + (int((now - start) / interval) + 1) * interval)
+    return min(times, default=None)
 
 
 def health_targets(world: World, policy: Policy, now: float) -> list[CheckTarget]:

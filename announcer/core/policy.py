@@ -17,6 +17,18 @@ from announcer.spec.labels import ServiceSpec
 
 
 @dataclass(frozen=True, slots=True)
+class Weights:
+    """Weighted anycast (config ``weights``): a prefix carries the link-bandwidth community
+    ``unit`` bytes/s times the summed weight of its serving local instances."""
+
+    unit: int = 125_000  # bytes/s of one unit of anycast.weight (1 Mbit/s)
+    asn: int = 23456  # the community's 2-byte ASN (AS_TRANS unless configured)
+    transitive: bool = True
+    min_interval: float = 5.0  # a prefix's weight changes at most this often
+    slow_start_steps: int = 4  # anycast.slow-start-seconds ramps in this many steps
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     tables: frozenset[int] = frozenset({254})
     interfaces: tuple[str, ...] = ("vethr*",)
@@ -32,6 +44,8 @@ class Policy:
     # claimed by a serving instance (True) or is announced on the kernel's word alone.
     stale_after: float = 300.0
     require_instance: bool = False
+    weights: Weights | None = None  # None: no link-bandwidth community (plain ECMP)
+    deprefer_prepend: int = 3  # anycast.unhealthy=deprefer: our AS this many more times
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,8 @@ class Decision:
     sources: tuple[str, ...] = ()
     spec: ServiceSpec | None = None  # labels of the serving instance that gives attributes
     graceful_shutdown: bool = False  # draining gracefully: add GRACEFUL_SHUTDOWN (65535:0)
+    weight: int = 0  # summed weight of the serving local instances, in units (0: none)
+    deprefer: bool = False  # announced as a last resort: longer AS path, minimal weight
 
 
 def attributes_for(policy: Policy, spec: ServiceSpec | None) -> Attributes:

@@ -26,6 +26,7 @@ from announcer.core.decide import decide, desired
 from announcer.core.gates import Guard, Hold, SyncGate, hold_mass_withdraw, sync_gate
 from announcer.core.plan import AnnouncedEntry, AnnouncedTable, Command, diff
 from announcer.core.policy import Decision, Policy
+from announcer.core.weighting import WeightLimiter
 from announcer.core.world import World
 from announcer.model import Prefix, Reason
 
@@ -60,6 +61,7 @@ class Reconciler:
     capped: bool = False  # some prefix is withheld by max_routes: any change may move the cut
     held: set[Prefix] = field(default_factory=set)  # withdraws the hold keeps back
     chunk: int = CHUNK
+    weights: WeightLimiter = field(default_factory=WeightLimiter)
 
     def gate(self, world: World, table: AnnouncedTable, now: float) -> SyncGate:
         return sync_gate(world, table.known, self.started, now, self.guard)
@@ -73,6 +75,7 @@ class Reconciler:
         everything, dirty = world.take_dirty()
         lifecycle = world.take_lifecycle_changed()
         dirty |= self.held
+        dirty |= self.weights.waiting.keys()
         full = (
             everything
             or force_full
@@ -97,7 +100,11 @@ class Reconciler:
             fresh = self.damper.apply(fresh, now, self.decisions, scope=dirty)
             announced = {p: e for p in dirty if (e := table.entries.get(p)) is not None}
             scope = dirty
-        commands = diff(desired(fresh.items(), self.policy), announced)
+        want = desired(fresh.items(), self.policy)
+        if self.policy.weights is not None:
+            self.weights.min_interval = self.policy.weights.min_interval
+            self.weights.limit(want, announced, now)
+        commands = diff(want, announced)
         commands, hold = hold_mass_withdraw(commands, world, len(table.entries), self.guard)
         self.held = {withdraw.prefix for withdraw in hold.withdraws}
         for withdraw in hold.withdraws:  # a held prefix is still announced: say why

@@ -77,6 +77,7 @@ class World:
     sources: dict[str, SourceStatus] = field(default_factory=dict)
     drains: dict[Prefix | None, Drain] = field(default_factory=dict)  # None: all prefixes
     health: dict[InstanceKey, bool | None] = field(default_factory=dict)
+    health_since: dict[InstanceKey, float] = field(default_factory=dict)  # verdict's time
     # What changed since the last take_dirty(): these prefixes, or everything; and whether
     # instances, sources or drains changed (health targets and deadlines depend on them).
     dirty: set[Prefix] = field(default_factory=set)
@@ -146,10 +147,12 @@ class World:
                 self._heard_from(source)
             case SourceListed(source, instances):
                 self._listed(source, instances)
-            case HealthObserved(key, healthy, _detail):
+            case HealthObserved(key, healthy, _detail, at):
                 if self.health.get(key) != healthy or key not in self.health:
                     self.health[key] = healthy
+                    self.health_since[key] = at
                     self._touch(self.instances.get(key))
+                    self.lifecycle_changed = True  # a slow start may begin
             case DrainsSet(drains):
                 self._set_drains(drains)
             case SourceLost(source, since, reason):
@@ -238,6 +241,8 @@ class World:
         self._touch(instance)
         if instance is None:
             del self.instances[key]
+            self.health.pop(key, None)
+            self.health_since.pop(key, None)
         else:
             self.instances[key] = instance
         self.lifecycle_changed = True

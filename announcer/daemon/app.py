@@ -293,7 +293,11 @@ class Announcer:
         if step.lifecycle:  # instances, drains, sources: health targets and deadlines
             self.health.set_targets(health_targets(self.world, self.policy, now))
             self._lifecycle_deadline = next_change(self.world, self.policy, now)
-        deadlines = (self._lifecycle_deadline, self.damper.next_reuse(now))
+        deadlines = (
+            self._lifecycle_deadline,
+            self.damper.next_reuse(now),
+            self.reconciler.weights.due(),
+        )
         self._schedule_deadline(min((t for t in deadlines if t is not None), default=None), now)
         if step.hold.withdraws:
             self.held_withdraws = len(step.hold.withdraws)

@@ -8,7 +8,7 @@ from typing import Literal
 from announcer.config import Config
 from announcer.core.damping import DampingParams
 from announcer.core.gates import Guard
-from announcer.core.policy import Policy
+from announcer.core.policy import Policy, Weights
 from announcer.model import NextHop
 
 
@@ -31,6 +31,22 @@ def to_policy(config: Config) -> Policy:
         local_as=config.exabgp.local_as,
         stale_after=config.lifecycle.stale_after_seconds,
         require_instance=config.lifecycle.require_instance,
+        weights=to_weights(config),
+        deprefer_prepend=config.weights.deprefer_as_path_prepend,
+    )
+
+
+AS_TRANS = 23456  # RFC 6793: the 2-byte stand-in for a 4-byte AS
+
+
+def to_weights(config: Config) -> Weights | None:
+    w = config.weights
+    if not w.enabled:
+        return None
+    local_as = config.exabgp.local_as
+    asn = w.asn or (local_as if local_as is not None and local_as <= 0xFFFF else AS_TRANS)
+    return Weights(
+        w.unit_bytes_per_second, asn, w.transitive, w.min_interval_seconds, w.slow_start_steps
     )
 
 

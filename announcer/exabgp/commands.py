@@ -32,6 +32,7 @@ _ATTRS = (
     r"(?: local-preference \d{1,10})?"
     r"(?: community \[\d{1,5}:\d{1,5}(?: \d{1,5}:\d{1,5})*\])?"
     r"(?: large-community \[\d{1,10}:\d{1,10}:\d{1,10}(?: \d{1,10}:\d{1,10}:\d{1,10})*\])?"
+    r"(?: extended-community \[0x[04]004[0-9a-f]{12}\])?"
     r"(?: as-path \[\d{1,10}(?: \d{1,10})*\])?"
 )
 _NLRI = rf"nlri {_IP}/\d{{1,3}}(?: {_IP}/\d{{1,3}})*"
@@ -68,6 +69,8 @@ def _attributes(advert: Advert) -> list[str]:
         parts.append("community [" + " ".join(str(c) for c in attrs.communities) + "]")
     if attrs.large_communities:
         parts.append("large-community [" + " ".join(str(c) for c in attrs.large_communities) + "]")
+    if attrs.link_bandwidth is not None:
+        parts.append(f"extended-community [{attrs.link_bandwidth.hex()}]")
     if attrs.as_path:
         parts.append("as-path [" + " ".join(str(asn) for asn in attrs.as_path) + "]")
     return parts

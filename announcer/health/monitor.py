@@ -178,6 +178,6 @@ class HealthMonitor:
             return
         assert machine.verdict is not None
         try:
-            self._emit(HealthObserved(target.key, machine.verdict, detail))
+            self._emit(HealthObserved(target.key, machine.verdict, detail, self._clock()))
         except Exception:
             log.exception("health_emit_failed key=%s", target.key)

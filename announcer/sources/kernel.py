@@ -31,6 +31,7 @@ from announcer.events import (
     KernelSnapshot,
     LinkChanged,
     LinkRemoved,
+    NextHops,
     RouteAdded,
     RouteRemoved,
 )
@@ -124,8 +125,26 @@ def parse_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
         oif=oif,
         gateway=gateway,
         priority=priority,
-        multipath=RTA_MULTIPATH in attrs,
+        nexthops=parse_nexthops(attrs[RTA_MULTIPATH], family) if RTA_MULTIPATH in attrs else (),
     )
+
+
+_RTNEXTHOP = struct.Struct("=HBBi")  # rtnh_len, rtnh_flags, rtnh_hops, rtnh_ifindex
+
+
+def parse_nexthops(data: bytes, family: int) -> NextHops:
+    """RTA_MULTIPATH: one rtnexthop per path, each followed by its own attributes."""
+    hops: list[tuple[int, IPAddress | None]] = []
+    offset = 0
+    while offset + _RTNEXTHOP.size <= len(data):
+        length, _flags, _weight, ifindex = _RTNEXTHOP.unpack_from(data, offset)
+        if length < _RTNEXTHOP.size:
+            break
+        attrs = _attributes(data, offset + _RTNEXTHOP.size, offset + length)
+        gateway = attrs.get(RTA_GATEWAY)
+        hops.append((ifindex, _ip(family, gateway) if gateway is not None else None))
+        offset += (length + 3) & ~3
+    return tuple(sorted(hops, key=lambda hop: hop[0]))
 
 
 def parse_link(data: bytes, offset: int, end: int) -> KernelLink:

@@ -25,15 +25,21 @@ AS_PATH_PREPEND = "anycast.as-path-prepend"
 NEIGHBORS = "anycast.neighbors"
 DRAIN_SECONDS = "anycast.drain-seconds"
 CHECK = "anycast.check"
+WEIGHT = "anycast.weight"
+SLOW_START = "anycast.slow-start-seconds"
+UNHEALTHY = "anycast.unhealthy"
 KNOWN = frozenset(
     (IPS, COMMUNITIES, LARGE_COMMUNITIES, MED, LOCAL_PREF, AS_PATH_PREPEND, NEIGHBORS)
-) | {DRAIN_SECONDS, CHECK}
+) | {DRAIN_SECONDS, CHECK, WEIGHT, SLOW_START, UNHEALTHY}
 
 MAX_VALUE_LENGTH = 4096
 MAX_IPS = 64
 MAX_COMMUNITIES = 32
 MAX_PREPEND = 10
 MAX_DRAIN_SECONDS = 3600
+MAX_WEIGHT = 1000  # units of weights.unit (a sum of many instances stays well in 32 bits)
+MAX_SLOW_START_SECONDS = 3600
+UNHEALTHY_MODES = ("withdraw", "deprefer")
 
 # ASCII only: a unicode look-alike digit or colon never parses as one.
 _LIST_ITEM = re.compile(r"[0-9A-Za-z_.:\-]{1,64}")
@@ -68,6 +74,9 @@ class ServiceSpec:
     neighbors: frozenset[IPAddress] = field(default_factory=frozenset)
     drain_seconds: float = 0.0
     check: CheckSpec | None = None  # health check of this instance (docs/health.md)
+    weight: int = 1  # this instance's share, in units (docs/weighted.md)
+    slow_start_seconds: float = 0.0  # after joining, the weight ramps up over this long
+    unhealthy: str = "withdraw"  # or "deprefer": stay announced, last resort (docs/weighted.md)
 
 
 def _fail(label: str, value: str, why: str) -> LabelError:
@@ -96,10 +105,10 @@ def parse_address(label: str, value: str, text: str) -> IPAddress:
     return address
 
 
-def _uint(label: str, value: str, high: int) -> int:
+def _uint(label: str, value: str, high: int, low: int = 0) -> int:
     text = value.strip()
-    if not _UINT.fullmatch(text) or int(text) > high:
-        raise _fail(label, value, f"expected an integer 0..{high}")
+    if not _UINT.fullmatch(text) or not low <= int(text) <= high:
+        raise _fail(label, value, f"expected an integer {low}..{high}")
     return int(text)
 
 
@@ -165,6 +174,17 @@ def parse_labels(labels: Mapping[str, str], *, allow_exec: bool = False) -> Serv
     if DRAIN_SECONDS in ours:
         drain = _uint(DRAIN_SECONDS, ours[DRAIN_SECONDS], MAX_DRAIN_SECONDS)
         kwargs["drain_seconds"] = float(drain)
+    if WEIGHT in ours:
+        kwargs["weight"] = _uint(WEIGHT, ours[WEIGHT], MAX_WEIGHT, low=1)
+    if SLOW_START in ours:
+        kwargs["slow_start_seconds"] = float(
+            _uint(SLOW_START, ours[SLOW_START], MAX_SLOW_START_SECONDS)
+        )
+    if UNHEALTHY in ours:
+        mode = ours[UNHEALTHY].strip()
+        if mode not in UNHEALTHY_MODES:
+            raise _fail(UNHEALTHY, ours[UNHEALTHY], f"expected one of {', '.join(UNHEALTHY_MODES)}")
+        kwargs["unhealthy"] = mode
     if CHECK in ours:
         try:
             kwargs["check"] = parse_check(ours[CHECK], allow_exec=allow_exec)

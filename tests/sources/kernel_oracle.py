@@ -21,6 +21,7 @@ def ours() -> dict[str, list[list[object]]]:
                 r.oif,
                 str(r.gateway) if r.gateway else None,
                 r.priority,
+                [[oif, gateway is not None] for oif, gateway in r.nexthops],
             ]
             for r in snap.routes
         ),
@@ -43,6 +44,10 @@ def theirs() -> dict[str, list[list[object]]]:
                     msg.get_attr("RTA_OIF"),
                     msg.get_attr("RTA_GATEWAY"),
                     msg.get_attr("RTA_PRIORITY") or 0,
+                    sorted(
+                        [hop["oif"], hop.get_attr("RTA_GATEWAY") is not None]
+                        for hop in msg.get_attr("RTA_MULTIPATH") or ()
+                    ),
                 ]
             )
         links = [[m["index"], m.get_attr("IFLA_IFNAME"), m["flags"]] for m in ipr.get_links()]

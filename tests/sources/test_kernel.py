@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def ns() -> Iterator[str]:
     with netns("kern") as name:
-        sh(name, "ip", "link", "add", "vethr1", "type", "veth", "peer", "name", "ctr1")
-        sh(name, "ip", "link", "set", "vethr1", "up")
-        sh(name, "ip", "link", "set", "ctr1", "up")
+        for veth, peer in (("vethr1", "ctr1"), ("vethr2", "ctr2")):
+            sh(name, "ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
+            sh(name, "ip", "link", "set", veth, "up")
+            sh(name, "ip", "link", "set", peer, "up")
         yield name
 
 
@@ -41,13 +42,24 @@ def test_decoder_agrees_with_pyroute2_on_a_real_table(ns: str) -> None:
         ("ip", "-6", "route", "add", "fd00:10::1/128", "dev", "vethr1"),
         ("ip", "addr", "add", "10.5.5.5/32", "dev", "ctr1"),
         ("ip", "-6", "addr", "add", "fd00:10::5/128", "dev", "ctr1", "nodad"),
-    ):
+        # several local instances of one anycast IP: a multipath host route, both families
+        ("ip", "route", "add", "10.200.0.1/32", "proto", "180",
+         "nexthop", "dev", "vethr1", "nexthop", "dev", "vethr2"),
+        # (IPv6 refuses device-only multipath routes: each path names the instance's
+        # link-local address)
+        ("ip", "-6", "route", "add", "fd00:200::1/128", "proto", "180",
+         "nexthop", "via", "fe80::2", "dev", "vethr1", "nexthop", "via", "fe80::3", "dev", "vethr2"),
+    ):  # fmt: skip
         sh(ns, *argv)
     result = json.loads(sh(ns, "env", f"PYTHONPATH={REPO}", sys.executable, str(ORACLE)).stdout)
     assert result["ours"] == result["theirs"]
     routes = {tuple(r[:3]) for r in result["ours"]["routes"]}
     assert ("10.0.0.3/32", 100000, 3) in routes  # table > 255 comes from RTA_TABLE
     assert ("10.0.0.1/32", 254, 180) in routes
+    multipath = {r[0]: r[7] for r in result["ours"]["routes"] if r[7]}
+    assert set(multipath) == {"10.200.0.1/32", "fd00:200::1/128"}
+    assert [gw for _, gw in multipath["10.200.0.1/32"]] == [False, False]
+    assert [gw for _, gw in multipath["fd00:200::1/128"]] == [True, True]
 
 
 def test_parse_messages_handles_a_datagram_of_several_messages() -> None:
