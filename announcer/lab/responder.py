@@ -49,9 +49,10 @@ async def serve(name: str, port: int, addresses: list[str]) -> None:
         for addr in addresses
     ]
     # TCP needs no per-address socket: an accepted connection answers from its own address.
-    # The namespace holds only the container's own addresses.
+    # The namespace holds only the container's own addresses: a wildcard per family served.
+    wildcards = ["0.0.0.0" if ":" not in a else "::" for a in addresses]  # noqa: S104
     server = await asyncio.start_server(
-        lambda r, w: _tcp(tag, r, w), "0.0.0.0", port, backlog=1024  # noqa: S104
+        lambda r, w: _tcp(tag, r, w), sorted(set(wildcards)), port, backlog=1024
     )
     print("ready", flush=True)
     await stop.wait()
