@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import signal
 import socket
+from pathlib import Path
 from typing import cast
 
 
@@ -53,6 +54,20 @@ def _big_receive_buffer(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
+def receive_errors() -> str:
+    """The namespace's UDP datagrams dropped for a full receive buffer (both families):
+    evidence for or against a stalled responder when the client saw loss."""
+    try:
+        snmp = Path("/proc/net/snmp").read_text().splitlines()
+        snmp6 = Path("/proc/net/snmp6").read_text().split()
+    except OSError as exc:
+        return f"udp_rcvbuf_errors=unknown ({exc})"
+    header, values = (line.split() for line in snmp if line.startswith("Udp:"))
+    v4 = dict(zip(header, values, strict=True)).get("RcvbufErrors", "?")
+    v6 = dict(zip(snmp6[::2], snmp6[1::2], strict=False)).get("Udp6RcvbufErrors", "?")
+    return f"udp_rcvbuf_errors={v4} udp6_rcvbuf_errors={v6}"
+
+
 async def serve(name: str, port: int, addresses: list[str]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -74,6 +89,7 @@ async def serve(name: str, port: int, addresses: list[str]) -> None:
     )
     print("ready", flush=True)
     await stop.wait()
+    print(f"stopping {receive_errors()}", flush=True)
     server.close()
     for transport in transports:
         transport.close()
