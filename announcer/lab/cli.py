@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from announcer.lab import failures, gating, report, scenarios
+from announcer.lab import report, scenarios, suite
 from announcer.lab.clab import ClabLab
 from announcer.lab.namespaces import LabError
 from announcer.lab.netns import STATE_FILE, LabState, NetnsLab, clean_stale
@@ -54,34 +55,20 @@ def _attach() -> NetnsLab | ClabLab:
     return NetnsLab.attach()
 
 
-def run_scenarios(lab: NetnsLab | ClabLab, started: float) -> dict[str, Any]:
-    svc = scenarios.find_service(lab.topo)
-    names = svc.names
-    results: dict[str, Any] = {}
-
-    def step(name: str, fn: Any) -> None:
-        print(f"scenario {name} ...", file=sys.stderr, flush=True)
-        try:
-            results[name] = fn()
-        except LabError as exc:
-            results[name] = {"pass": False, "error": str(exc)}
-        print(f"scenario {name}: {results[name].get('pass')}", file=sys.stderr, flush=True)
-
-    step("convergence", lambda: scenarios.convergence(lab, svc, started))
-    step("hashing", lambda: scenarios.hashing(lab, svc))
-    step("graceful_removal", lambda: failures.graceful_removal(lab, svc, names[0]))
-    step("server_failure", lambda: failures.server_failure(lab, svc, names[2], names[1]))
-    step("recovery", lambda: failures.recovery(lab, svc, names[0], [names[2], names[1]]))
-    # with all four instances back; each restores what it took away
-    step("withdraw_before_stop",
-         lambda: gating.withdraw_before_stop(lab, svc, names[3], names[2]))  # fmt: skip
-    step("health_failover", lambda: gating.health_failover(lab, svc, names[1]))
-    return results
+def run_scenarios(lab: NetnsLab | ClabLab, started: float
+                  ) -> tuple[dict[str, Any], dict[str, float]]:  # fmt: skip
+    fabric = scenarios.Fabric(scenarios.find_services(lab.topo), started)
+    return suite.run_suite(lab, fabric)
 
 
 def cmd_test(lab: NetnsLab | ClabLab, started: float) -> dict[str, Any]:
-    results = {"scenarios": run_scenarios(lab, started), "versions": report.versions(),
-               "run_dir": str(lab.rundir)}  # fmt: skip
+    load_before = os.getloadavg()
+    found, seconds = run_scenarios(lab, started)
+    host = {"cpus": os.cpu_count(), "load_average_1_5_15_min": {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()]}}  # fmt: skip
+    results = {"scenarios": found, "scenario_seconds": seconds, "host": host,
+               "versions": report.versions(), "run_dir": str(lab.rundir)}  # fmt: skip
     (lab.rundir / "results.json").write_text(json.dumps(results, indent=1))
     return results
 

@@ -1,4 +1,9 @@
-"""lab-report.json, the terminal summary and the PNG figures (matplotlib, Agg backend)."""
+"""lab-report.json, the terminal summary and the PNG figures (matplotlib, Agg backend).
+
+Each scenario's entry holds the IPv4 figures at its top level and the IPv6 ones under
+``ipv6`` (family.py); the table has a row per family, the figures a panel (shares) or a
+column (timelines) per family.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("convergence", "hashing", "graceful_removal", "withdraw_before_stop",
-             "server_failure", "recovery", "health_failover")  # fmt: skip
+from announcer.lab.family import FAMILIES, family_results, schema_errors
+from announcer.lab.suite import BY_NAME, SUITE
+
+SCENARIOS = tuple(s.name for s in SUITE)
 
 
 def versions() -> dict[str, str]:
@@ -36,95 +43,117 @@ def verdict(scenarios: dict[str, Any]) -> bool:
     return all(s.get("pass") is not False for s in scenarios.values())
 
 
-def summary_rows(scenarios: dict[str, Any]) -> list[tuple[str, str, str]]:
-    def figures(name: str, s: dict[str, Any]) -> str:
-        keys = {
-            "convergence": ["convergence_ms", "paths_per_hop"],
-            "hashing": ["flows", "shares", "max_deviation", "chi_square_p", "sticky_fraction"],
-            "graceful_removal": ["leaf_fib_ms", "convergence_ms", "lost_packets",
-                                 "moved_surviving_fraction"],
-            "server_failure": ["detection_ms", "lost_packets"],
-            "recovery": ["recovery_ms", "shares", "max_deviation"],
-            "withdraw_before_stop": ["skipped", "lost_packets", "drain_to_fabric_stopped_ms",
-                                     "drain_to_leaf_fib_ms"],
-            "health_failover": ["detection_ms", "lost_packets", "shares_after", "rejoin_ms"],
-        }.get(name, [])
-        parts = [f"{k}={s[k]}" for k in keys if k in s]
-        if name == "server_failure" and "hold_timer" in s:
-            parts.append(f"hold_detection_ms={s['hold_timer'].get('detection_ms')}")
-        if name == "withdraw_before_stop" and "graceful" in s:
-            g = s["graceful"]
-            parts.append(f"graceful: community_ms={g.get('community_ms')} "
-                         f"leaf_fib_ms={g.get('leaf_fib_ms')} "
-                         f"lost={g.get('lost_packets')}")  # fmt: skip
-        if "error" in s:
-            parts.append(f"error={s['error'][:80]}")
-        return " ".join(parts)
+def _figure(result: dict[str, Any], key: str) -> Any:
+    """result[key], where "a.b" is key b of the dict at key a; None if absent."""
+    value: Any = result
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
+
+def summary_rows(scenarios: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(scenario, family, mark, figures): a row per family, the name on the first only."""
     rows = []
     for name in SCENARIOS:
-        s = scenarios.get(name, {})
-        mark = {True: "PASS", False: "FAIL", None: "SKIP"}.get(s.get("pass"), "?")
-        rows.append((name, mark, figures(name, s)))
+        per = family_results(scenarios.get(name, {}))
+        for k, (family, result) in enumerate(per.items()):
+            mark = {True: "PASS", False: "FAIL", None: "SKIP"}.get(result.get("pass"), "?")
+            parts = [f"{key}={value}" for key in BY_NAME[name].figures
+                     if (value := _figure(result, key)) is not None]  # fmt: skip
+            if "error" in result:
+                parts.append(f"error={result['error'][:80]}")
+            rows.append((name if k == 0 else "", family, mark, " ".join(parts)))
     return rows
 
 
 def render_table(scenarios: dict[str, Any]) -> str:
     rows = summary_rows(scenarios)
     width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{n:<{width}}  {m:<4}  {f}" for n, m, f in rows)
+    return "\n".join(f"{n:<{width}}  {fam:<4}  {m:<4}  {f}".rstrip() for n, fam, m, f in rows)
+
+
+def report_errors(doc: dict[str, Any]) -> list[str]:
+    """What a lab-report.json lacks: every scenario, each with a verdict and the same figures
+    for every family (family.schema_errors), and the run's versions."""
+    errors = [f"no {key}" for key in ("scenarios", "versions", "pass") if key not in doc]
+    scenarios = doc.get("scenarios") or {}
+    for name in SCENARIOS:
+        if name not in scenarios:
+            errors.append(f"scenarios.{name}: missing")
+            continue
+        errors += [f"scenarios.{name}: {e}" for e in schema_errors(scenarios[name])]
+    return errors
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_shares(scenarios: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    series = [(n, scenarios.get(n, {}).get("shares") or {}) for n in ("hashing", "recovery")]
-    names = sorted({k for _, s in series for k in s})
-    width = 0.38
-    for i, (label, share) in enumerate(series):
-        xs = [j + (i - 0.5) * width for j in range(len(names))]
-        ax.bar(xs, [share.get(n, 0) for n in names], width, label=label)
-    if names:
-        ax.axhline(1 / len(names), color="black", linestyle="--", linewidth=1, label="even")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("share of flows")
-    ax.set_title("Anycast flows per instance (ECMP, L4 hash)")
-    ax.legend()
+    """A panel per family: the hashing and recovery shares per instance."""
+    plt = _pyplot()
+    per = {n: family_results(scenarios.get(n, {})) for n in ("hashing", "recovery")}
+    families = [f.name for f in FAMILIES if any(f.name in r for r in per.values())]
+    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4), squeeze=False,
+                             sharey=True)  # fmt: skip
+    for ax, family in zip(axes[0], families, strict=True):
+        series = [(n, (per[n].get(family) or {}).get("shares") or {}) for n in per]
+        names = sorted({k for _, s in series for k in s})
+        width = 0.38
+        for i, (label, share) in enumerate(series):
+            xs = [j + (i - 0.5) * width for j in range(len(names))]
+            ax.bar(xs, [share.get(n, 0) for n in names], width, label=label)
+        if names:
+            ax.axhline(1 / len(names), color="black", linestyle="--", linewidth=1, label="even")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("share of flows")
+        ax.set_title(f"{family}: anycast flows per instance (ECMP, L4 hash)")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_timelines(timelines: list[Path], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(timelines), 1, figsize=(9, 3.2 * len(timelines)), squeeze=False)
-    docs = [json.loads(tl.read_text()) for tl in timelines]
-    every = sorted({i for doc in docs for _, _, i in doc["packets"] if i})
+def plot_timelines(columns: dict[str, list[Path]], path: Path) -> None:
+    """A row per event, a column per family: which instance answered each flow's packets."""
+    plt = _pyplot()
+    docs = {f: [json.loads(tl.read_text()) for tl in tls] for f, tls in columns.items()}
+    rows = max(len(d) for d in docs.values())
+    fig, axes = plt.subplots(rows, len(docs), figsize=(9 * len(docs), 3.2 * rows),
+                             squeeze=False)  # fmt: skip
+    every = sorted({i for ds in docs.values() for d in ds for _, _, i in d["packets"] if i})
     colour = {n: f"C{k}" for k, n in enumerate(every)}  # one colour per instance, all plots
-    for ax, doc in zip(axes[:, 0], docs, strict=True):
-        names = sorted({i for _, _, i in doc["packets"] if i})
-        for name in names:
-            pts = [(t, f) for t, f, i in doc["packets"] if i == name]
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=2, c=colour[name], label=name)
-        lost = [(t, f) for t, f, i in doc["packets"] if i is None]
-        ax.scatter([p[0] for p in lost], [p[1] for p in lost], s=6, c="black", marker="x",
-                   label="lost")  # fmt: skip
-        ax.axvline(0, color="red", linewidth=1)
-        ax.set_title(f"{doc['event']}: answering instance per flow (event at t=0)")
-        ax.set_xlabel("seconds since the event")
-        ax.set_ylabel("flow")
-        ax.legend(loc="upper left", fontsize=7, markerscale=4, ncol=len(names) + 1)
+    for col, (family, ds) in enumerate(docs.items()):
+        for row in range(rows):
+            if row < len(ds):
+                _plot_timeline(axes[row][col], ds[row], family, colour)
+            else:
+                axes[row][col].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_timeline(ax: Any, doc: dict[str, Any], family: str, colour: dict[str, str]) -> None:
+    names = sorted({i for _, _, i in doc["packets"] if i})
+    for name in names:
+        pts = [(t, f) for t, f, i in doc["packets"] if i == name]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=2, c=colour[name], label=name)
+    lost = [(t, f) for t, f, i in doc["packets"] if i is None]
+    ax.scatter([p[0] for p in lost], [p[1] for p in lost], s=6, c="black", marker="x",
+               label="lost")  # fmt: skip
+    ax.axvline(0, color="red", linewidth=1)
+    ax.set_title(f"{doc['event']} ({family}): answering instance per flow (event at t=0)")
+    ax.set_xlabel("seconds since the event")
+    ax.set_ylabel("flow")
+    ax.legend(loc="upper left", fontsize=7, markerscale=4, ncol=len(names) + 1)
 
 
 def write_report(results: dict[str, Any], outdir: Path) -> Path:
@@ -133,16 +162,19 @@ def write_report(results: dict[str, Any], outdir: Path) -> Path:
     report = outdir / "lab-report.json"
     report.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     plot_shares(scenarios, outdir / "shares.png")
-    timelines = [Path(str(s["timeline"])) for s in _timeline_holders(scenarios)]
-    if timelines:
-        plot_timelines([t for t in timelines if t.exists()], outdir / "failover-timeline.png")
+    columns = timelines(scenarios)
+    if any(columns.values()):
+        plot_timelines({f: tls for f, tls in columns.items() if tls},
+                       outdir / "failover-timeline.png")  # fmt: skip
     return report
 
 
-def _timeline_holders(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
-    for s in scenarios.values():
-        if "timeline" in s:
-            found.append(s)
-        found += [v for v in s.values() if isinstance(v, dict) and "timeline" in v]
+def timelines(scenarios: dict[str, Any]) -> dict[str, list[Path]]:
+    """Per family, the timeline files of the scenarios' events that exist, in suite order."""
+    found: dict[str, list[Path]] = {f.name: [] for f in FAMILIES}
+    for name in SCENARIOS:
+        for family, result in family_results(scenarios.get(name, {})).items():
+            holders = [result, *(v for v in result.values() if isinstance(v, dict))]
+            paths = [Path(str(h["timeline"])) for h in holders if "timeline" in h]
+            found.setdefault(family, []).extend(p for p in paths if p.exists())
     return found

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
+from pathlib import Path
 from typing import cast
 
 
@@ -37,6 +39,35 @@ async def _tcp(name: bytes, reader: asyncio.StreamReader, writer: asyncio.Stream
         writer.close()
 
 
+RECEIVE_BUFFER = 4 << 20
+SO_RCVBUFFORCE = 33  # Linux <asm-generic/socket.h>; Python's socket module lacks it
+
+
+def _big_receive_buffer(sock: socket.socket) -> None:
+    """Room for a stall: the busiest instance gets ~2,000 datagrams/s per address in the
+    dual-stack lab, which the default buffer (~208 KiB) holds for ~0.1 s; a responder starved
+    of CPU that long dropped packets the fabric had delivered. SO_RCVBUFFORCE (root, as in
+    the lab) passes net.core.rmem_max, which a namespace cannot raise."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+
+def receive_errors() -> str:
+    """The namespace's UDP datagrams dropped for a full receive buffer (both families):
+    evidence for or against a stalled responder when the client saw loss."""
+    try:
+        snmp = Path("/proc/net/snmp").read_text().splitlines()
+        snmp6 = Path("/proc/net/snmp6").read_text().split()
+    except OSError as exc:
+        return f"udp_rcvbuf_errors=unknown ({exc})"
+    header, values = (line.split() for line in snmp if line.startswith("Udp:"))
+    v4 = dict(zip(header, values, strict=True)).get("RcvbufErrors", "?")
+    v6 = dict(zip(snmp6[::2], snmp6[1::2], strict=False)).get("Udp6RcvbufErrors", "?")
+    return f"udp_rcvbuf_errors={v4} udp6_rcvbuf_errors={v6}"
+
+
 async def serve(name: str, port: int, addresses: list[str]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -48,13 +79,17 @@ async def serve(name: str, port: int, addresses: list[str]) -> None:
         (await loop.create_datagram_endpoint(lambda: _Udp(tag), local_addr=(addr, port)))[0]
         for addr in addresses
     ]
+    for transport in transports:
+        _big_receive_buffer(transport.get_extra_info("socket"))
     # TCP needs no per-address socket: an accepted connection answers from its own address.
-    # The namespace holds only the container's own addresses.
+    # The namespace holds only the container's own addresses: a wildcard per family served.
+    wildcards = ["0.0.0.0" if ":" not in a else "::" for a in addresses]  # noqa: S104
     server = await asyncio.start_server(
-        lambda r, w: _tcp(tag, r, w), "0.0.0.0", port, backlog=1024  # noqa: S104
+        lambda r, w: _tcp(tag, r, w), sorted(set(wildcards)), port, backlog=1024
     )
     print("ready", flush=True)
     await stop.wait()
+    print(f"stopping {receive_errors()}", flush=True)
     server.close()
     for transport in transports:
         transport.close()

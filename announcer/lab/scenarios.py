@@ -4,6 +4,12 @@ They drive a running lab through the ``Lab`` protocol (both backends implement i
 synchronise by polling observable state - sessions, FIB next hops, the client's output - with
 deadlines. The few fixed waits are measurement windows (traffic running before a failure),
 never synchronisation.
+
+The anycast service exists once per address family (a ``Service`` each, together a
+``Fabric``); observation takes the family from the service or from the address, and
+``Fabric.measure`` runs a per-family measurement for every family at once and combines the
+figures (family.py). This module holds the service model, observation and the first two
+scenarios (convergence, hashing); suite.py lists every scenario in order.
 """
 
 from __future__ import annotations
@@ -12,17 +18,21 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from announcer.lab import stats
+from announcer.lab.family import FAMILIES, IPV4, Family, combine, family_of
 from announcer.lab.instances import InstanceFile, parse_instances
 from announcer.lab.namespaces import LabError, poll
 from announcer.lab.topology import Topology
 
 INSTANCES = "/etc/lab/instances.yaml"
 CUT_TABLE = "aalabcut"
+T = TypeVar("T")
 
 
 class Lab(Protocol):
@@ -44,7 +54,7 @@ class Lab(Protocol):
 
 @dataclass(frozen=True)
 class Service:
-    """The anycast service as the topology defines it."""
+    """The anycast service of one address family as the topology defines it."""
 
     ip: str
     port: int
@@ -52,13 +62,55 @@ class Service:
     leaf_of: dict[str, str]  # server -> leaf
     client: str
     routers: list[str]
+    family: Family = IPV4
 
     @property
     def names(self) -> list[str]:
         return sorted(self.where)
 
+    @property
+    def prefix(self) -> str:
+        return self.family.host(self.ip)
 
-def find_service(topo: Topology) -> Service:
+
+@dataclass(frozen=True)
+class Fabric:
+    """The service in every family the topology serves (IPv4 first), and when `up` began."""
+
+    services: dict[str, Service]
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def primary(self) -> Service:
+        return next(iter(self.services.values()))
+
+    @property
+    def names(self) -> list[str]:
+        return self.primary.names
+
+    def each(self, fn: Callable[[Service], T]) -> dict[str, T]:
+        """fn for every family at once (threads: each mostly waits for subprocesses and
+        polls); an exception of any family is raised once all have finished."""
+        with ThreadPoolExecutor(len(self.services)) as pool:
+            futures = {name: pool.submit(fn, svc) for name, svc in self.services.items()}
+            return {name: future.result() for name, future in futures.items()}
+
+    def measure(self, fn: Callable[[Service], dict[str, Any]]) -> dict[str, Any]:
+        """fn's figures for every family at once, combined into one report entry; a
+        LabError becomes that family's failed result while the others are still measured."""
+        return combine(self.each(lambda svc: guarded(fn, svc)))
+
+
+def guarded(fn: Callable[[Service], dict[str, Any]], svc: Service) -> dict[str, Any]:
+    try:
+        return fn(svc)
+    except LabError as exc:
+        return {"pass": False, "error": str(exc)}
+
+
+def find_services(topo: Topology) -> dict[str, Service]:
+    """Per family, the anycast IP served by the most instances (servers binding an
+    instances file; an anycast IP is an instance's extra IP)."""
     found: dict[str, dict[str, str]] = {}
     port = 7000
     for node in topo.nodes.values():
@@ -70,19 +122,33 @@ def find_service(topo: Topology) -> Service:
         for inst in spec.instances:
             for ip in inst.extra_ips:
                 found.setdefault(ip, {})[inst.name] = node.name
-    ip, where = max(found.items(), key=lambda kv: len(kv[1]))
-    leaf_of = {s: other.node for s in set(where.values()) for _, other in topo.links_of(s)}
     client = topo.by_role("client")[0].name
     routers = [n.name for n in topo.nodes.values() if n.role in ("spine", "leaf")]
-    return Service(ip, port, where, leaf_of, client, routers)
+    services = {}
+    for family in FAMILIES:
+        mine = {ip: where for ip, where in found.items() if family_of(ip) == family}
+        if mine:
+            ip, where = max(mine.items(), key=lambda kv: len(kv[1]))
+            leaf_of = {s: o.node for s in set(where.values()) for _, o in topo.links_of(s)}
+            services[family.name] = Service(ip, port, where, leaf_of, client, routers, family)
+    if not services:
+        raise LabError(f"topology {topo.name}: no instance has an anycast IP (extra_ips)")
+    return services
+
+
+def find_service(topo: Topology) -> Service:
+    """The first family's service (IPv4 in this lab)."""
+    return next(iter(find_services(topo).values()))
 
 
 # --------------------------------------------------------------------------- observation
 
 
-def fib_nexthops(lab: Lab, node: str, prefix: str) -> list[str]:
-    out = lab.exec(node, ["ip", "-j", "route", "show", f"{prefix}/32"], check=False).stdout
-    routes = json.loads(out or "[]")
+def fib_nexthops(lab: Lab, node: str, ip: str) -> list[str]:
+    """The kernel's next hops (gateways, else devices) of ip's host route on node."""
+    family = family_of(ip)
+    argv = ["ip", "-j", family.ip_flag, "route", "show", family.host(ip)]
+    routes = json.loads(lab.exec(node, argv, check=False).stdout or "[]")
     if not routes:
         return []
     route = routes[0]
@@ -103,49 +169,40 @@ def expected_paths(svc: Service, topo: Topology) -> dict[str, int]:
 
 
 def sessions(lab: Lab, svc: Service) -> dict[str, int]:
-    """Established / configured BGP sessions over every router."""
+    """Established / configured BGP sessions of svc's family over every router."""
     up = total = 0
     for router in svc.routers:
-        peers = lab.vtysh_json(router, "show bgp ipv4 unicast summary json").get("peers", {})
+        summary = lab.vtysh_json(router, f"show bgp {svc.family.afi} summary json")
+        peers = summary.get("peers", {})
         total += len(peers)
         up += sum(1 for p in peers.values() if p.get("state") == "Established")
     return {"established": up, "configured": total}
 
 
-def run_client(lab: Lab, svc: Service, args: list[str], name: str) -> dict[str, Any]:
-    log = lab.rundir / "client" / f"{name}.json"
-    argv = [sys.executable, "-m", "announcer.lab.traffic", *args,
-            "--target", svc.ip, "--port", str(svc.port)]  # fmt: skip
-    out = lab.exec(svc.client, argv, timeout=180).stdout
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(out)
-    doc: dict[str, Any] = json.loads(out)
-    return doc
+def server_ip(lab: Lab, server: str, family: Family = IPV4) -> str:
+    """server's global address of family on its uplink: the next hop its leaf installs."""
+    argv = ["ip", "-j", family.ip_flag, "addr", "show", "dev", "eth1", "scope", "global"]
+    return str(json.loads(lab.exec(server, argv).stdout)[0]["addr_info"][0]["local"])
 
 
-class Stream:
-    """A background UDP stream from the client; `result()` waits for it and parses it."""
+def locate(lab: Lab, fabric: Fabric, instance: str) -> tuple[str, str, dict[str, str]]:
+    """instance's server, its leaf, and the server's address per family: the next hops the
+    leaf has for the anycast IPs through that server."""
+    server = fabric.primary.where[instance]
+    hops = {f: server_ip(lab, server, svc.family) for f, svc in fabric.services.items()}
+    return server, fabric.primary.leaf_of[server], hops
 
-    def __init__(self, lab: Lab, svc: Service, name: str, flows: int, rate: float,
-                 seconds: float) -> None:  # fmt: skip
-        self.path = lab.rundir / "client" / f"{name}.json"
-        self.path.unlink(missing_ok=True)  # `test` again on a kept lab: not the last log
-        argv = [sys.executable, "-m", "announcer.lab.traffic", "stream", "--target", svc.ip,
-                "--port", str(svc.port), "--udp", str(flows), "--rate", str(rate),
-                "--duration", str(seconds)]  # fmt: skip
-        self.proc = lab.spawn(svc.client, argv, self.path)
-        poll(lambda: self.path.exists() and b"started" in self.path.read_bytes(), 20,
-             f"traffic stream {name} started")  # fmt: skip
 
-    def result(self) -> list[stats.Packet]:
-        self.proc.wait(120)
-        text = self.path.read_text()
-        doc = json.loads(text[text.index("{"):])
-        return [(float(t), int(f), i) for t, f, i in doc["packets"]]
+def link_between(topo: Topology, a: str, b: str) -> tuple[str, str]:
+    for mine, other in topo.links_of(a):
+        if other.node == b:
+            return mine.interface, other.interface
+    raise LabError(f"no link between {a} and {b}")
 
 
 def cut(lab: Lab, node: str, ifname: str) -> None:
-    """A silent failure: drop everything node receives on ifname (nft, in its namespace)."""
+    """A silent failure: drop everything node receives on ifname (nft, in its namespace;
+    an inet table: both families)."""
     rules = (f"table inet {CUT_TABLE} {{\n chain pre {{\n"
              f"  type filter hook prerouting priority -300;\n"
              f'  iifname "{ifname}" drop;\n }}\n}}')  # fmt: skip
@@ -156,22 +213,20 @@ def uncut(lab: Lab, node: str) -> None:
     lab.exec(node, ["nft", "delete", "table", "inet", CUT_TABLE], check=False)
 
 
-def link_between(topo: Topology, a: str, b: str) -> tuple[str, str]:
-    for mine, other in topo.links_of(a):
-        if other.node == b:
-            return mine.interface, other.interface
-    raise LabError(f"no link between {a} and {b}")
-
-
-def server_ip(lab: Lab, server: str) -> str:
-    out = lab.exec(server, ["ip", "-j", "-4", "addr", "show", "dev", "eth1"]).stdout
-    return str(json.loads(out)[0]["addr_info"][0]["local"])
-
-
-# --------------------------------------------------------------------------- scenarios
+def run_client(lab: Lab, svc: Service, args: list[str], name: str) -> dict[str, Any]:
+    log = lab.rundir / "client" / f"{name}{svc.family.suffix}.json"
+    argv = [sys.executable, "-m", "announcer.lab.traffic", *args,
+            "--target", svc.ip, "--port", str(svc.port)]  # fmt: skip
+    out = lab.exec(svc.client, argv, timeout=180).stdout
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(out)
+    doc: dict[str, Any] = json.loads(out)
+    return doc
 
 
 def converged(lab: Lab, svc: Service) -> dict[str, Any] | None:
+    """Every router has the expected next hops for svc and every session of its family is
+    up; None while not."""
     want = expected_paths(svc, lab.topo)
     have = {node: len(fib_nexthops(lab, node, svc.ip)) for node in want}
     if have != want:
@@ -182,16 +237,48 @@ def converged(lab: Lab, svc: Service) -> dict[str, Any] | None:
     return {"paths": have, "sessions": s}
 
 
-def ensure_announced(lab: Lab, svc: Service, timeout: float) -> list[str]:
-    """Servers whose anycast route never reached their leaf: ExaBGP restarted (a workaround
-    for a lost announcement, reported as such)."""
+def converge(lab: Lab, fabric: Fabric, timeout: float, what: str, *, partial: bool = False
+             ) -> dict[str, float]:  # fmt: skip
+    """Poll until every family has converged; when each did first (monotonic). At the
+    deadline: LabError naming the families that did not, or (partial) those that did."""
+    seen: dict[str, float] = {}
+
+    def check(svc: Service) -> float | None:
+        """When svc's check returned converged (families checked at once: one family's
+        stamp does not include the other's check)."""
+        if svc.family.name in seen or not converged(lab, svc):
+            return None
+        return time.monotonic()
+
+    def step() -> bool:
+        for name, stamp in fabric.each(check).items():
+            if stamp is not None:
+                seen.setdefault(name, stamp)
+        return len(seen) == len(fabric.services)
+
+    try:
+        poll(step, timeout, f"hop-by-hop convergence {what}", interval=0.2)
+    except LabError as exc:
+        if not partial:
+            missing = [name for name in fabric.services if name not in seen]
+            raise LabError(f"{exc} (not converged: {', '.join(missing)})") from None
+    return seen
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def ensure_announced(lab: Lab, fabric: Fabric, timeout: float) -> list[str]:
+    """Servers of which an anycast route (any family) never reached their leaf: ExaBGP
+    restarted (a workaround for a lost announcement, reported as such)."""
     restarted = []
-    for inst, server in sorted(svc.where.items()):
-        leaf = svc.leaf_of[server]
-        ip = server_ip(lab, server)
+    for inst, server in sorted(fabric.primary.where.items()):
+        leaf = fabric.primary.leaf_of[server]
+        hops = {svc.ip: server_ip(lab, server, svc.family) for svc in fabric.services.values()}
         try:
-            poll(lambda leaf=leaf, ip=ip: ip in fib_nexthops(lab, leaf, svc.ip), timeout,  # type: ignore[misc]
-                 f"{leaf} has {inst}'s path via {ip}")  # fmt: skip
+            poll(lambda leaf=leaf, hops=hops: all(h in fib_nexthops(lab, leaf, ip)  # type: ignore[misc]
+                                                   for ip, h in hops.items()), timeout,
+                 f"{leaf} has {inst}'s paths via {', '.join(hops.values())}")  # fmt: skip
         except LabError:
             lab.stop_bgp(server)
             lab.start_bgp(server)
@@ -199,22 +286,29 @@ def ensure_announced(lab: Lab, svc: Service, timeout: float) -> list[str]:
     return restarted
 
 
-def convergence(lab: Lab, svc: Service, started: float) -> dict[str, Any]:
-    restarted = ensure_announced(lab, svc, 15)
-    try:
-        state = poll(lambda: converged(lab, svc), 60, "hop-by-hop convergence", interval=0.2)
-    except LabError as exc:
-        return {"pass": False, "error": str(exc), "exabgp_restarted": restarted}
-    client_leaf = next(other.node for _, other in lab.topo.links_of(svc.client))
-    return {
-        "pass": True,
-        "convergence_ms": round((time.monotonic() - started) * 1000),
-        "anycast": svc.ip,
-        "paths_per_hop": state["paths"],
-        "sessions": state["sessions"],
-        "client_leaf_fib": fib_nexthops(lab, client_leaf, svc.ip),
-        "exabgp_restarted": restarted,
-    }
+def convergence(lab: Lab, fabric: Fabric) -> dict[str, Any]:
+    restarted = ensure_announced(lab, fabric, 15)
+    when = converge(lab, fabric, 60, "after up", partial=True)
+    client_leaf = next(other.node for _, other in lab.topo.links_of(fabric.primary.client))
+
+    def figures(svc: Service) -> dict[str, Any]:
+        if svc.family.name not in when:
+            want = expected_paths(svc, lab.topo)
+            have = {node: fib_nexthops(lab, node, svc.ip) for node in want}
+            raise LabError(f"{svc.prefix} not converged after 60 s: want {want} next hops, "
+                           f"have {have}, sessions {sessions(lab, svc)}")  # fmt: skip
+        state = converged(lab, svc) or {}
+        return {
+            "pass": bool(state),
+            "convergence_ms": round((when[svc.family.name] - fabric.started) * 1000),
+            "anycast": svc.ip,
+            "paths_per_hop": state.get("paths"),
+            "sessions": state.get("sessions"),
+            "client_leaf_fib": fib_nexthops(lab, client_leaf, svc.ip),
+            "exabgp_restarted": restarted,
+        }
+
+    return fabric.measure(figures)
 
 
 def hashing(lab: Lab, svc: Service, udp: int = 1200, tcp: int = 1200, packets: int = 3,

@@ -1,4 +1,5 @@
-"""The whole lab in namespaces: up -> scenarios -> down, verdicts asserted (about 2 min)."""
+"""The whole lab in namespaces: up -> scenarios -> down, verdicts asserted for both families
+(about 2 min)."""
 
 import json
 import os
@@ -8,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from announcer.lab import report
+from announcer.lab.family import family_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,28 +24,34 @@ def test_spine_leaf_lab_all_scenarios(tmp_path):
         pytest.skip("nftables `nft` is needed to cut links silently")
     proc = subprocess.run(
         [sys.executable, "-m", "announcer.lab", "all", "labs/spine-leaf.clab.yml"],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+        cwd=REPO, capture_output=True, text=True, timeout=420, check=False,
         env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert "lab-report.json" in proc.stdout, proc.stdout + proc.stderr
     report_path = Path(proc.stdout.split("report: ")[1].split()[0])
     doc = json.loads(report_path.read_text())
+    assert report.report_errors(doc) == []
     s = doc["scenarios"]
-    failed = {k: v for k, v in s.items() if v.get("pass") is False}
+    failed = {k: v for k, v in s.items() if v.get("pass") is not True}
     assert not failed, json.dumps(failed, indent=1)[:3000]
-    assert s["hashing"]["flows"] >= 2000
-    assert s["hashing"]["sticky_fraction"] == 1.0
-    assert s["server_failure"]["detection_ms"] < s["server_failure"]["hold_timer"]["detection_ms"]
-    wbs = s["withdraw_before_stop"]
-    assert wbs["pass"] is True
-    assert wbs["lost_packets"] == 0
-    assert wbs["graceful"]["lost_packets"] == 0
-    assert wbs["graceful"]["communities_at_leaf"] == ["65535:0"]
-    health = s["health_failover"]
-    assert health["pass"] is True
-    assert health["decision_reason"] == "check_failing"
-    assert health["shares_after"][health["instance"]] == 0
-    assert health["rejoin_ms"] is not None
+    for name, entry in s.items():
+        assert entry["pass_by_family"] == {"ipv4": True, "ipv6": True}, name
+    for family in ("ipv4", "ipv6"):
+        by = {name: family_results(entry)[family] for name, entry in s.items()}
+        assert by["hashing"]["flows"] >= 2000
+        assert by["hashing"]["sticky_fraction"] == 1.0
+        assert by["server_failure"]["detection_ms"] < by["server_failure"]["hold_timer"][
+            "detection_ms"]
+        wbs = by["withdraw_before_stop"]
+        assert wbs["lost_packets"] == 0
+        assert wbs["graceful"]["lost_packets"] == 0
+        assert wbs["graceful"]["communities_at_leaf"] == ["65535:0"]
+        health = by["health_failover"]
+        assert health["decision_reason"] == "check_failing"
+        assert health["shares_after"][health["instance"]] == 0
+        assert health["rejoin_ms"] is not None
+    assert s["convergence"]["anycast"] == "10.200.0.1"
+    assert s["convergence"]["ipv6"]["anycast"] == "fd00:200::1"
     assert proc.returncode == 0
     assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                           text=True, check=False).stdout.split()

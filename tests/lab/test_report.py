@@ -1,30 +1,43 @@
-"""lab-report.json has the issue's shape; the table and the figures are produced."""
+"""lab-report.json has the issue's shape for both families; the table and the figures are
+produced (a row per family, a panel or column per family)."""
 
 import json
 
+import pytest
+
 from announcer.lab import report
+from announcer.lab.family import combine
+
+SHARES = {"inst1": 0.25, "inst2": 0.25, "inst3": 0.25, "inst4": 0.25}
+
+
+def figures(timeline, shift: int) -> dict[str, dict]:
+    """One family's figures of every scenario (shift makes IPv6 differ from IPv4)."""
+    return {
+        "convergence": {"pass": True, "convergence_ms": 1200 + shift},
+        "hashing": {"pass": True, "flows": 2400, "shares": SHARES, "sticky_fraction": 1.0},
+        "graceful_removal": {"pass": True, "convergence_ms": 500 + shift, "lost_packets": 40,
+                             "moved_surviving_fraction": 0.0, "timeline": str(timeline)},
+        "withdraw_before_stop": {"pass": True, "lost_packets": 0,
+                                 "drain_to_fabric_stopped_ms": 120 + shift,
+                                 "graceful": {"community_ms": 90 + shift, "lost_packets": 0}},
+        "server_failure": {"pass": True, "detection_ms": 300 + shift, "lost_packets": 200,
+                           "hold_timer": {"detection_ms": 8000 + shift}},
+        "recovery": {"pass": True, "shares": SHARES},
+        "health_failover": {"pass": True, "detection_ms": 480 + shift, "lost_packets": 500,
+                            "shares_after": {**SHARES, "inst2": 0.0}, "rejoin_ms": 1100},
+    }  # fmt: skip
 
 
 def results(tmp_path):
-    tl = tmp_path / "timeline-graceful_removal.json"
-    tl.write_text(json.dumps({"event": "graceful_removal",
-                              "packets": [[-1.0, 0, "inst1"], [0.1, 0, None], [1.0, 0, "inst2"]]}))
-    shares = {"inst1": 0.25, "inst2": 0.25, "inst3": 0.25, "inst4": 0.25}
+    per = {}
+    for family, shift in (("ipv4", 0), ("ipv6", 7)):
+        tl = tmp_path / f"timeline-graceful_removal-{family}.json"
+        tl.write_text(json.dumps({"event": "graceful_removal", "family": family, "packets": [
+            [-1.0, 0, "inst1"], [0.1, 0, None], [1.0, 0, "inst2"]]}))  # fmt: skip
+        per[family] = figures(tl, shift)
     return {
-        "scenarios": {
-            "convergence": {"pass": True, "convergence_ms": 1200},
-            "hashing": {"pass": True, "flows": 2400, "shares": shares, "sticky_fraction": 1.0},
-            "graceful_removal": {"pass": True, "convergence_ms": 500, "lost_packets": 40,
-                                 "moved_surviving_fraction": 0.0, "timeline": str(tl)},
-            "withdraw_before_stop": {"pass": True, "lost_packets": 0,
-                                     "drain_to_fabric_stopped_ms": 120,
-                                     "graceful": {"community_ms": 90, "lost_packets": 0}},
-            "server_failure": {"pass": True, "detection_ms": 300, "lost_packets": 200,
-                               "hold_timer": {"detection_ms": 8000}},
-            "recovery": {"pass": True, "shares": shares},
-            "health_failover": {"pass": True, "detection_ms": 480, "lost_packets": 500,
-                                "shares_after": {**shares, "inst2": 0.0}, "rejoin_ms": 1100},
-        },
+        "scenarios": {name: combine({f: per[f][name] for f in per}) for name in per["ipv4"]},
         "versions": {"frr": "8.4.4", "exabgp": "5.0.15", "kernel": "6.1"},
     }
 
@@ -32,30 +45,76 @@ def results(tmp_path):
 def test_report_shape_and_figures(tmp_path):
     path = report.write_report(results(tmp_path), tmp_path)
     doc = json.loads(path.read_text())
+    assert report.report_errors(doc) == []
     assert set(doc["scenarios"]) == set(report.SCENARIOS)
-    assert doc["scenarios"]["hashing"]["flows"] == 2400
-    assert doc["scenarios"]["withdraw_before_stop"]["lost_packets"] == 0
-    assert doc["scenarios"]["health_failover"]["detection_ms"] == 480
+    s = doc["scenarios"]
+    # the IPv4 figures stay where single-stack consumers read them
+    assert s["hashing"]["flows"] == 2400
+    assert s["withdraw_before_stop"]["lost_packets"] == 0
+    assert s["health_failover"]["detection_ms"] == 480
+    assert s["server_failure"]["hold_timer"]["detection_ms"] == 8000
+    # the IPv6 ones beside them, with the same keys
+    assert s["health_failover"]["ipv6"]["detection_ms"] == 487
+    assert s["server_failure"]["ipv6"]["hold_timer"]["detection_ms"] == 8007
+    for name in report.SCENARIOS:
+        assert s[name]["pass_by_family"] == {"ipv4": True, "ipv6": True}
+        assert set(s[name]["ipv6"]) == set(s[name]) - {"ipv6", "pass_by_family"}
     assert doc["pass"] is True
     assert set(doc["versions"]) >= {"frr", "exabgp", "kernel"}
     for png in ("shares.png", "failover-timeline.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_failed_scenario_fails_the_run_and_shows_in_the_table(tmp_path):
+def test_timelines_are_found_per_family(tmp_path):
+    columns = report.timelines(results(tmp_path)["scenarios"])
+    assert [p.name for p in columns["ipv4"]] == ["timeline-graceful_removal-ipv4.json"]
+    assert [p.name for p in columns["ipv6"]] == ["timeline-graceful_removal-ipv6.json"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda s: s["hashing"].pop("ipv6"), "scenarios.hashing: no ipv6 result"),
+        (lambda s: s["hashing"]["ipv6"].pop("flows"),
+         "scenarios.hashing: ipv6 figures differ from ipv4: missing ['flows'], extra []"),
+        (lambda s: s.pop("recovery"), "scenarios.recovery: missing"),
+        (lambda s: s["convergence"].pop("pass"), "scenarios.convergence: no 'pass'"),
+    ],
+)
+def test_the_schema_check_names_what_is_missing(tmp_path, damage, error):
+    doc = {**results(tmp_path), "pass": True}
+    damage(doc["scenarios"])
+    assert error in report.report_errors(doc)
+
+
+def test_a_family_that_fails_fails_the_scenario_and_the_run(tmp_path):
     res = results(tmp_path)
-    res["scenarios"]["hashing"] = {"pass": False, "error": "no route"}
+    v4 = dict(res["scenarios"]["hashing"])
+    res["scenarios"]["hashing"] = combine({"ipv4": {k: v for k, v in v4.items() if k not in (
+        "ipv6", "pass_by_family")}, "ipv6": {"pass": False, "error": "no route"}})  # fmt: skip
+    assert res["scenarios"]["hashing"]["pass"] is False
     assert report.verdict(res["scenarios"]) is False
-    table = report.render_table(res["scenarios"])
-    assert "hashing               FAIL  error=no route" in table
-    assert "withdraw_before_stop  PASS  lost_packets=0 drain_to_fabric_stopped_ms=120" in table
-    assert "graceful: community_ms=90" in table
-    assert "health_failover       PASS  detection_ms=480" in table
+    table = report.render_table(res["scenarios"]).splitlines()
+    row = table.index(next(r for r in table if r.startswith("hashing ")))
+    assert table[row].startswith("hashing               ipv4  PASS  flows=2400")
+    assert table[row + 1] == "                      ipv6  FAIL  error=no route"
+
+
+def test_the_table_has_a_row_per_family_with_nested_figures(tmp_path):
+    table = report.render_table(results(tmp_path)["scenarios"])
+    assert ("withdraw_before_stop  ipv4  PASS  lost_packets=0 drain_to_fabric_stopped_ms=120 "
+            "graceful.community_ms=90 graceful.lost_packets=0") in table
+    assert ("                      ipv6  PASS  lost_packets=0 drain_to_fabric_stopped_ms=127 "
+            "graceful.community_ms=97 graceful.lost_packets=0") in table
+    assert "server_failure        ipv4  PASS  detection_ms=300 lost_packets=200 " \
+           "hold_timer.detection_ms=8000" in table
+    assert "health_failover       ipv4  PASS  detection_ms=480" in table
 
 
 def test_a_skipped_scenario_does_not_fail_the_run(tmp_path):
     res = results(tmp_path)
-    res["scenarios"]["withdraw_before_stop"] = {"pass": None, "skipped": "no control socket"}
+    res["scenarios"]["withdraw_before_stop"] = combine(
+        {f: {"pass": None, "skipped": "no control socket"} for f in ("ipv4", "ipv6")})
     assert report.verdict(res["scenarios"]) is True
-    assert "withdraw_before_stop  SKIP  skipped=no control socket" in report.render_table(
+    assert "withdraw_before_stop  ipv4  SKIP  skipped=no control socket" in report.render_table(
         res["scenarios"])

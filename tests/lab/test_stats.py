@@ -56,3 +56,22 @@ def test_ecmp_shares_split_per_hop_not_per_instance():
                                                                     "d": 0.25}
     assert stats.max_deviation_from({"a": 0.52, "b": 0.0, "c": 0.24, "d": 0.24},
                                     {"a": 0.5, "c": 0.25, "d": 0.25}) == pytest.approx(0.02)
+
+
+def test_stream_figures_from_a_packet_log():
+    from announcer.lab.gating import first_loss
+    from announcer.lab.streams import loss_figures, movement, tail_lost
+
+    # flow 1 on a, flow 2 on b; at t=3 the event: a goes, flow 1 loses two packets and moves
+    # to b; flow 2 stays; the stream runs until t=6
+    packets = [(t / 2, 1, "a") for t in range(6)] + [(t / 2, 2, "b") for t in range(13)]
+    packets += [(3.0, 1, None), (3.5, 1, None)] + [(t / 2, 1, "b") for t in range(8, 13)]
+    assert loss_figures(packets, trigger=3.0) == {"lost_packets": 2, "sent_packets": 26,
+                                                  "last_loss_ms": 500}
+    assert first_loss(packets, 2.9) == 3.0
+    assert first_loss(packets, 3.6) is None
+    assert tail_lost(packets) == 0
+    assert tail_lost([*packets, (5.9, 2, None)]) == 1
+    assert movement(packets, t0=3.0, removed="a") == 0.0  # flow 2 never moved
+    assert movement([(t, f, "c" if f == 2 and t > 4 else i) for t, f, i in packets], 3.0,
+                    removed="a") == 1.0  # fmt: skip

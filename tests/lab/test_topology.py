@@ -1,12 +1,15 @@
 """labs/spine-leaf.clab.yml parsed into the node/link model, and the parser's rules."""
 
+import ipaddress
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from announcer.lab.instances import parse_instances
-from announcer.lab.netns import EXABGP_CONF, FRR_CONF, INSTANCES
-from announcer.lab.scenarios import expected_paths, find_service
+from announcer.lab.netns import ANNOUNCER_CONF, EXABGP_CONF, FRR_CONF, INSTANCES
+from announcer.lab.scenarios import expected_paths, find_service, find_services
 from announcer.lab.topology import TopologyError, load_topology, parse_topology
 
 LAB = Path(__file__).resolve().parents[2] / "labs" / "spine-leaf.clab.yml"
@@ -28,7 +31,13 @@ def test_the_lab_file_has_the_issue_topology():
             assert server.bind_source(target).is_file(), (server.name, target)
     for router in topo.by_role("spine") + topo.by_role("leaf"):
         assert router.image.startswith("quay.io/frrouting/frr:")
-        assert "sysctl -w net.ipv4.fib_multipath_hash_policy=3" in router.exec
+        for family in ("ipv4", "ipv6"):
+            assert f"sysctl -w net.{family}.fib_multipath_hash_policy=3" in router.exec
+            assert f"sysctl -w net.{family}.fib_multipath_hash_fields=0x0037" in router.exec
+        # one seed sysctl, for both families (there is no net.ipv6 one)
+        assert any(e.startswith("sysctl -w -e net.ipv4.fib_multipath_hash_seed=")
+                   for e in router.exec)
+        assert "sysctl -w net.ipv6.conf.all.forwarding=1" in router.exec
         assert router.bind_source(FRR_CONF).is_file()
 
 
@@ -42,6 +51,84 @@ def test_anycast_is_served_by_four_servers_behind_two_leaves():
     assert expected_paths(svc, topo) == {
         "leaf1": 2, "leaf2": 2, "leaf3": 2, "spine1": 2, "spine2": 2,
     }
+
+
+def test_anycast_is_dual_stack_on_the_same_instances():
+    topo = load_topology(LAB)
+    services = find_services(topo)
+    assert list(services) == ["ipv4", "ipv6"]
+    v4, v6 = services["ipv4"], services["ipv6"]
+    assert (v4.prefix, v6.prefix) == ("10.200.0.1/32", "fd00:200::1/128")
+    assert v6.where == v4.where
+    assert v6.leaf_of == v4.leaf_of
+    assert expected_paths(v6, topo) == expected_paths(v4, topo)
+
+
+def _v6_addresses(topo) -> dict[tuple[str, str], ipaddress.IPv6Interface]:
+    """(node, interface) -> its IPv6 address: routers' frr.conf, hosts' exec lines."""
+    found = {}
+    for node in topo.nodes.values():
+        conf = node.bind_source(FRR_CONF)
+        text = conf.read_text() if conf and node.role in ("spine", "leaf") else ""
+        for ifname, addr in re.findall(r"^interface (\S+)\n(?:(?! ipv6 address).*\n)*? ipv6 "
+                                       r"address (\S+)", text, re.M):  # fmt: skip
+            found[(node.name, ifname)] = ipaddress.IPv6Interface(addr)
+        for line in node.exec:
+            if m := re.match(r"ip -6 addr add (\S+) dev (\S+) nodad$", line):
+                found[(node.name, m[2])] = ipaddress.IPv6Interface(m[1])
+    return found
+
+
+def test_every_link_has_an_ipv6_network_and_every_v6_peer_is_at_the_other_end():
+    topo = load_topology(LAB)
+    addresses = _v6_addresses(topo)
+    for link in topo.links:
+        a = addresses[(link.a.node, link.a.interface)]
+        b = addresses[(link.b.node, link.b.interface)]
+        assert a.network == b.network, (link, a, b)
+        assert a.ip != b.ip
+    local = {str(i.ip) for i in addresses.values()}
+    for router in topo.by_role("spine") + topo.by_role("leaf"):
+        conf = router.bind_source(FRR_CONF).read_text()
+        peers = re.findall(r"^ neighbor (fd00:\S+) peer-group", conf, re.M)
+        assert peers, router.name
+        assert set(peers) <= local, (router.name, set(peers) - local)
+
+
+def test_router_configs_have_the_ipv6_half():
+    for name in ("spine1", "spine2", "leaf1", "leaf2", "leaf3"):
+        conf = (LAB.parent / name / "frr.conf").read_text()
+        assert "address-family ipv6 unicast" in conf
+        assert conf.count("maximum-paths 16") == 2
+        assert "ipv6 prefix-list FABRIC6 seq 10 permit fd00::/16 le 128" in conf
+        assert "\nipv6 forwarding\n" in conf
+        # the startup race of FRR 8.4 (docs/lab.md): every v6 fabric peer names its interface
+        fabric = re.findall(r"^ neighbor (fd00:0:\S+) peer-group", conf, re.M)
+        sources = re.findall(r"^ neighbor (fd00:0:\S+) update-source eth\d$", conf, re.M)
+        assert sorted(fabric) == sorted(sources), name
+    leaf = (LAB.parent / "leaf2" / "frr.conf").read_text()
+    assert "ipv6 prefix-list HOST-ROUTES6 seq 20 permit fd00:200::/64 ge 128" in leaf
+    assert "neighbor SERVERS6 route-map HOSTS6-IN in" in leaf
+    assert "neighbor SERVERS6 bfd profile servers" in leaf
+    assert "neighbor SERVERS6 maximum-prefix 64" in leaf
+
+
+@pytest.mark.parametrize("number", range(1, 7))
+def test_servers_have_a_session_per_family(number):
+    topo = load_topology(LAB)
+    server = topo.nodes[f"server{number}"]
+    exabgp = server.bind_source(EXABGP_CONF).read_text()
+    leaf_v4, leaf_v6 = f"10.1.{number}.0", f"fd00:1:{number}::1"
+    for neighbor, family in ((leaf_v4, "ipv4"), (leaf_v6, "ipv6")):
+        block = exabgp[exabgp.index(f"neighbor {neighbor} {{"):]
+        block = block[:block.index("\n}")]
+        assert f"{family} unicast;" in block
+        assert "processes [ announcer ];" in block
+    announcer = yaml.safe_load(server.bind_source(ANNOUNCER_CONF).read_text())
+    assert announcer["exabgp"]["neighbors"] == [leaf_v4, leaf_v6]
+    assert {"fd00:100::/32", "fd00:200::/64"} <= set(announcer["policy"]["allow"])
+    bfd = server.bind_source(FRR_CONF).read_text()
+    assert f"peer {leaf_v6} local-address fd00:1:{number}::2 interface eth1" in bfd
 
 
 def test_router_configs_have_the_fabric_settings():
@@ -61,8 +148,8 @@ def test_instances_file():
     spec = parse_instances((LAB.parent / "server6" / "instances.yaml").read_text())
     assert spec.port == 7000
     assert [(i.name, i.ips, i.extra_ips) for i in spec.instances] == [
-        ("inst4", ("10.100.6.10",), ("10.200.0.1",)),
-        ("web6", ("10.100.6.20",), ()),
+        ("inst4", ("10.100.6.10", "fd00:100:6::10"), ("10.200.0.1", "fd00:200::1")),
+        ("web6", ("10.100.6.20", "fd00:100:6::20"), ()),
     ]
 
 
