@@ -125,6 +125,16 @@ COMMANDS = (
      "withdraw. Persisted across restarts until undrained or --for runs out."),
     ("undrain", "put drained prefixes (or --all) back",
      "Put drained prefixes (or --all) back into rotation (a maintenance file still drains)."),
+    ("restart-stack", "restart ExaBGP and the announcer without losing traffic",
+     "Restart ExaBGP and the announcer (upgrade them first) without losing traffic. "
+     "--mode drain (default, any fabric): drain everything gracefully, wait until it is "
+     "withdrawn, restart, rejoin once the new announcer is up, synced and its checks have "
+     "decided. --mode graceful (BGP graceful restart, exabgp.manual_eor): restart at once; "
+     "the leaf keeps the routes as stale until the new announcer's End-of-RIB. Prints when "
+     "each step happened. docs/operations.md, \"Upgrading the host stack\"."),
+    ("bfd-config", "print the configuration of the host's bfdd (BFD towards the leaves)",
+     "Print (or write with -o) the configuration of FRR's bfdd for this host, from bfd.* and "
+     "exabgp.neighbors: what packaging/systemd/anycast-announcer-bfdd.service runs."),
 )  # fmt: skip
 
 
@@ -155,7 +165,74 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--mode", choices=["withdraw", "graceful"], help="default: drain.mode of the config"
             )
+        if name == "restart-stack":
+            _restart_arguments(cmd)
+        if name == "bfd-config":
+            cmd.add_argument("-o", "--output", help="write this file (atomically), not stdout")
     return parser
+
+
+RESTART_COMMAND = "systemctl restart anycast-announcer-exabgp.service"
+
+
+def _restart_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--mode", choices=["drain", "graceful"], default="drain")
+    cmd.add_argument(
+        "--restart-command",
+        default=RESTART_COMMAND,
+        help=f"what restarts ExaBGP and the announcer (default: {RESTART_COMMAND})",
+    )
+    cmd.add_argument("--timeout", type=float, default=120.0, help="for each wait (seconds)")
+    cmd.add_argument(
+        "--settle", type=float, default=1.0, help="seconds after the withdraws, before restarting"
+    )
+    cmd.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from announcer.daemon.control import request
+    from announcer.daemon.restart import RestartError, Stack
+
+    socket = Path(config.control.socket)
+
+    def restart() -> None:
+        subprocess.run(shlex.split(args.restart_command), check=True, timeout=args.timeout)
+
+    stack = Stack(
+        lambda payload: request(socket, payload), restart, timeout=args.timeout,
+        settle=args.settle,
+    )  # fmt: skip
+    try:
+        steps = stack.run(args.mode)
+    except (RestartError, subprocess.SubprocessError, OSError) as exc:
+        print(f"announcer: restart-stack failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"mode": steps.mode, "timeline": dict(steps.timeline)}))
+    else:
+        for step, at in steps.timeline:
+            print(f"{at:8.3f}s  {step}")
+    return 0
+
+
+def _cmd_bfd(config: Config, args: argparse.Namespace) -> int:
+    import os
+
+    from announcer.daemon.bfd import render_bfdd
+
+    text = render_bfdd(config, str(args.config))
+    if not args.output:
+        print(text, end="")
+        return 0
+    target = Path(args.output)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return 0
 
 
 def parse_duration(text: str) -> float:
@@ -219,6 +296,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_cmd_plan(config, args.json))
     if args.command in ("status", "drain", "undrain"):
         sys.exit(_cmd_control(config, args))
+    if args.command == "restart-stack":
+        sys.exit(_cmd_restart(config, args))
+    if args.command == "bfd-config":
+        sys.exit(_cmd_bfd(config, args))
     sys.exit(_cmd_run(config, args.config))
 
 

@@ -104,6 +104,9 @@ class ExaBGPConfig(_Strict):
     # ExaBGP runs no route command while it prints its adj-rib-out (~0.3 ms per route in
     # 5.0.15: 3 s at 10k routes, 67 s at 100k), so the periodic check skips big tables.
     verify_max_routes: int = Field(2000, ge=0, le=10_000_000)
+    # ExaBGP's "manual-eor true" with graceful-restart: the announcer sends End-of-RIB to
+    # each neighbor once its routes are re-announced after a (re)start or session up.
+    manual_eor: bool = False
 
 
 class KernelConfig(_Strict):
@@ -265,6 +268,20 @@ class WeightsConfig(_Strict):
     deprefer_as_path_prepend: int = Field(3, ge=1, le=10)  # anycast.unhealthy=deprefer
 
 
+class BfdPeerConfig(_Strict):
+    address: IPv4Address | IPv6Address
+    local_address: IPv4Address | IPv6Address | None = None
+    interface: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,15}$")
+
+
+class BfdConfig(_Strict):
+    # Read by `announcer bfd-config` (the bfdd unit), not by the daemon: docs/operations.md.
+    peers: tuple[BfdPeerConfig, ...] = ()  # empty: one peer per exabgp.neighbors entry
+    receive_interval_ms: int = Field(300, ge=10, le=60000)
+    transmit_interval_ms: int = Field(300, ge=10, le=60000)
+    detect_multiplier: int = Field(3, ge=2, le=255)
+
+
 class Config(_Strict):
     exabgp: ExaBGPConfig = ExaBGPConfig()
     kernel: KernelConfig = KernelConfig()
@@ -279,6 +296,7 @@ class Config(_Strict):
     guard: GuardConfig = GuardConfig()
     metrics: MetricsConfig = MetricsConfig()
     weights: WeightsConfig = WeightsConfig()
+    bfd: BfdConfig = BfdConfig()
 
 
 def _describe(error: Any, document: Any) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -120,6 +121,7 @@ class Announcer:
         self._force_full = True
         self._awaiting_acks = False  # a reconcile is held until ExaBGP answered everything
         self._sync_timeout_logged = False
+        self._synced = False  # a step went through the sync gate
         self._reconcile_handle: asyncio.Handle | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -172,6 +174,8 @@ class Announcer:
                 "held_withdraws": self.held_withdraws,
                 "persist_error": self.drains.persist_error,
                 "neighbors": stats.neighbors,
+                "eor_pending": sorted(map(str, self.sink.eor_pending)),
+                "pid": os.getpid(),
             },
         )  # fmt: skip
 
@@ -310,6 +314,8 @@ class Announcer:
         self.metrics.commands_sent(len(step.commands))
         if step.more:
             self.schedule_reconcile()
+        self._synced = True
+        self._maybe_eor()
         if not self._reconciles:
             # The initial sync's objects live as long as the process: keep the cyclic
             # collector from walking them again in every full collection (its pauses were
@@ -344,6 +350,22 @@ class Announcer:
         """ExaBGP answered everything: run the reconcile that waited for it."""
         if self._awaiting_acks:
             self.schedule_reconcile()
+        else:
+            self._maybe_eor()
+
+    def _maybe_eor(self) -> None:
+        """End-of-RIB (exabgp.manual_eor) once everything desired went out and was
+        acknowledged since a neighbor came up: not before the sync gate let a step through,
+        not while changes wait to be decided or answered."""
+        if not self.sink.eor_pending or self.channel.in_flight or self._awaiting_acks:
+            return
+        if self._reconcile_handle is not None or self.world.dirty or self.world.dirty_all:
+            return
+        if not self._synced:
+            return
+        neighbors = self.policy.neighbors
+        both = {n.version for n in neighbors} == {4, 6}
+        self.sink.send_eor(lambda peer: (peer.version,) if both else (4, 6))
 
     # --- timers ---
 

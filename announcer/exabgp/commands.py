@@ -41,6 +41,7 @@ COMMAND_GRAMMAR = re.compile(
     rf"|{_SELECTOR}withdraw route {_IP}/\d{{1,3}}"
     rf"|{_SELECTOR}announce attributes next-hop (?:self|{_IP}){_ATTRS} {_NLRI}"
     rf"|{_SELECTOR}withdraw attributes next-hop self {_NLRI}"
+    rf"|neighbor {_IP} announce eor ipv[46] unicast"
     rf"|{VERSION}|{SHOW_ADJ_RIB_OUT}"
 )
 # Bursts: runs of at least GROUP_MIN commands that share every attribute become one line
@@ -79,6 +80,15 @@ def _attributes(advert: Advert) -> list[str]:
 def render_announce(prefix: Prefix, advert: Advert) -> str:
     head = f"{_selector(advert.neighbors)}announce route {prefix}"
     return " ".join((head, *_attributes(advert)))
+
+
+def render_eor(neighbor: IPAddress, version: int) -> str:
+    """End-of-RIB of one family to one neighbor (with ExaBGP's ``manual-eor true``: the
+    peer keeps a restarted host's routes as stale until it comes)."""
+    line = f"neighbor {neighbor} announce eor ipv{version} unicast"
+    if not COMMAND_GRAMMAR.fullmatch(line):  # unreachable with typed inputs; kept as a fuse
+        raise ValueError(f"refusing to send a line outside our grammar: {line!r}")
+    return line
 
 
 def render_withdraw(prefix: Prefix, neighbors: frozenset[IPAddress]) -> str:

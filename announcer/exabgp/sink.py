@@ -30,6 +30,7 @@ from announcer.exabgp.commands import (
     parse_adj_rib_out,
     render,
     render_batches,
+    render_eor,
 )
 from announcer.exabgp.session import (
     Clock,
@@ -40,7 +41,7 @@ from announcer.exabgp.session import (
     drift,
     replay_on_up,
 )
-from announcer.model import Prefix, Reason, quote
+from announcer.model import IPAddress, Prefix, Reason, quote
 
 log = logging.getLogger("announcer")
 
@@ -84,6 +85,7 @@ class ExaBGPSink:
         self.stats = SinkStats()
         self.upkeep = Upkeep()
         self.rib_check = RibCheck(config.verify_max_routes)
+        self.eor_pending: set[IPAddress] = set()  # neighbors up, waiting for our End-of-RIB
         self._retry_delay = RETRY_MIN_SECONDS
 
     # --- start ---
@@ -166,6 +168,24 @@ class ExaBGPSink:
         self.hooks.reconcile(self._retry_delay)
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
 
+    def send_eor(self, families: Callable[[IPAddress], tuple[int, ...]]) -> None:
+        """End-of-RIB to every neighbor that came up, now that what is desired has been
+        re-announced and acknowledged: the peer drops only the stale routes left over."""
+        for peer in sorted(self.eor_pending, key=lambda a: (a.version, int(a))):
+            for version in families(peer):
+                future = self.channel.send(render_eor(peer, version))
+                future.add_done_callback(functools.partial(self._on_eor, peer, version))
+        self.eor_pending.clear()
+
+    @staticmethod
+    def _on_eor(peer: IPAddress, version: int, future: asyncio.Future[Reply]) -> None:
+        if future.cancelled():
+            return
+        if future.result().ok:
+            log.info("end_of_rib_sent peer=%s family=ipv%d", peer, version)
+        else:  # the family is not configured on that neighbor, or it went down meanwhile
+            log.info("end_of_rib_refused peer=%s family=ipv%d", peer, version)
+
     # --- upkeep ---
 
     def tick(self) -> None:
@@ -224,6 +244,10 @@ class ExaBGPSink:
                 self.stats.neighbors[str(peer)] = state
                 log.info("neighbor_state peer=%s state=%s reason=%r", peer, state, reason)
                 self.hooks.observed("exabgp")
+                if state == "up" and self.config.manual_eor:
+                    self.eor_pending.add(peer)
+                elif state == "down":
+                    self.eor_pending.discard(peer)
                 if replay_on_up(state, self.table.known):
                     self.table.unconfirm()
                     self.hooks.reconcile(0.0)

@@ -79,10 +79,13 @@ def running(
     kernel: FakeKernel,
     exabgp: RecordingExaBGP,
     sources: list[LifecycleSource] | None = None,
-    **sections: object,
+    sections: dict[str, object] | None = None,
 ) -> Iterator[Running]:
     announcer = Announcer(
-        config(tmp_path, **sections), exabgp.channel(), kernel=kernel.port(), sources=sources or []
+        config(tmp_path, **(sections or {})),
+        exabgp.channel(),
+        kernel=kernel.port(),
+        sources=sources or [],
     )
     app = Running(announcer)
     app.thread.start()
@@ -156,3 +159,33 @@ def test_a_held_mass_withdraw_shows_in_status(tmp_path: Path) -> None:
         assert {row["prefix"] for row in status} == set(prefixes[1:])
         assert all(row["announced"] for row in status)
         assert not any(line.startswith("withdraw") for line in exabgp.commands())
+
+
+UP = (
+    '{ "type": "state", "neighbor": { "address": { "local": "10.99.0.2", "peer": "10.99.0.1" }, '
+    '"state": "up" } }'
+)
+
+
+def test_end_of_rib_goes_after_the_routes_and_only_once_the_sources_listed(tmp_path: Path) -> None:
+    """exabgp.manual_eor (graceful restart): the peer keeps a restarted host's routes as
+    stale until our End-of-RIB, which must follow every route that is still valid."""
+    kernel = FakeKernel([route("10.0.0.1/32")], [VETH])
+    exabgp = RecordingExaBGP()
+    source = FakeSource("files", list_at_start=False)
+    settings = {"exabgp": {"watchdog_seconds": 0, "verify_interval_seconds": 0, "manual_eor": True}}
+    with running(tmp_path, kernel, exabgp, [source], settings) as app:
+        wait_until(lambda: len(exabgp.lines) >= 2, what="version and the RIB read")
+        exabgp.tell(UP)
+        wait_until(lambda: app.call(lambda: app.announcer.sink.eor_pending), what="the up noticed")
+        assert exabgp.commands() == []  # a source has not listed: no route, no End-of-RIB
+        app.call(lambda: source.push(SourceListed("files", ())))
+        exabgp.wait_for("neighbor 10.99.0.1 announce eor ipv6 unicast")
+        commands = exabgp.commands()
+        assert commands.index("announce route 10.0.0.1/32 next-hop self") < commands.index(
+            "neighbor 10.99.0.1 announce eor ipv4 unicast"
+        )
+        exabgp.tell(UP)  # a session flap while ExaBGP stays up: End-of-RIB again
+        wait_until(
+            lambda: exabgp.commands().count("neighbor 10.99.0.1 announce eor ipv4 unicast") == 2
+        )
