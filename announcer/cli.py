@@ -193,16 +193,16 @@ def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
     import shlex
     import subprocess
 
-    from announcer.daemon.control import request
+    from announcer.daemon.control import locate, request
     from announcer.daemon.restart import RestartError, Stack
 
-    socket = Path(config.control.socket)
+    configured = Path(config.control.socket)
 
     def restart() -> None:
         subprocess.run(shlex.split(args.restart_command), check=True, timeout=args.timeout)
 
     stack = Stack(
-        lambda payload: request(socket, payload), restart, timeout=args.timeout,
+        lambda payload: request(locate(configured), payload), restart, timeout=args.timeout,
         settle=args.settle,
     )  # fmt: skip
     try:
@@ -248,7 +248,7 @@ def parse_duration(text: str) -> float:
 
 
 def _cmd_control(config: Config, args: argparse.Namespace) -> int:
-    from announcer.daemon.control import ControlError, request
+    from announcer.daemon.control import ControlError, locate, request
     from announcer.daemon.status import render_table
 
     payload: dict[str, Any] = {"command": args.command}
@@ -265,7 +265,7 @@ def _cmd_control(config: Config, args: argparse.Namespace) -> int:
             return EX_USAGE
         payload["mode"] = args.mode
     try:
-        answer = request(Path(config.control.socket), payload)
+        answer = request(locate(Path(config.control.socket)), payload)
     except ControlError as exc:
         print(f"announcer: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE

@@ -33,6 +33,41 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
+def ensure_directory(path: Path, mode: int = 0o750) -> None:
+    """Create ``path`` (and its parents) with exactly ``mode``, whatever the umask: under
+    Debian's ExaBGP (umask 0o137) a plain mkdir made /run/anycast-announcer drw-r-----,
+    which no one can enter. An existing directory is left as its owner made it."""
+    missing = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+            os.chmod(directory, mode)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
+
+
+def fallback_socket() -> Path | None:
+    """Where the socket goes when its directory cannot be made: systemd's RuntimeDirectory
+    of the unit that runs ExaBGP (Debian's exabgp.service: /run/exabgp, user exabgp)."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime) / "anycast-announcer" / "control.sock" if runtime else None
+
+
+# `announcer status` looks here when there is no socket at control.socket (Debian's layout).
+DEBIAN_SOCKET = Path("/run/exabgp/anycast-announcer/control.sock")
+
+
+def locate(configured: Path) -> Path:
+    """The socket to talk to: the configured one, or the fallback under Debian's exabgp."""
+    if not configured.exists() and DEBIAN_SOCKET.exists():
+        return DEBIAN_SOCKET
+    return configured
+
+
 class ControlServer:
     def __init__(self, path: Path, handler: Handler, allowed_uids: frozenset[int] = frozenset({0})):
         self.path = path
@@ -41,7 +76,15 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ensure_directory(self.path.parent)
+        except OSError:  # e.g. Debian's exabgp user may not create /run/anycast-announcer
+            fallback = fallback_socket()
+            if fallback is None:
+                raise
+            log.warning("control_socket_fallback path=%s fallback=%s", self.path, fallback)
+            self.path = fallback
+            ensure_directory(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         old = os.umask(0o177)  # the socket is created 0600

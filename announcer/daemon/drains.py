@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from announcer.daemon.control import ensure_directory
 from announcer.events import Drain, DrainMode
 from announcer.model import Prefix, is_host_prefix, quote
 
@@ -103,7 +104,7 @@ class DrainStore:
         ]
         tmp = self.path.with_suffix(".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_directory(self.path.parent)
             tmp.write_text(json.dumps({"drains": rows}, indent=1))
             os.replace(tmp, self.path)
         except OSError as exc:
