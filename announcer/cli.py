@@ -115,7 +115,10 @@ COMMANDS = (
      "fresh start would send. Changes nothing."),
     ("check", "validate the configuration; exit 0, or 78 naming the problem",
      "Validate the configuration file: exit 0, or 78 with every problem named by file, key "
-     "and value. Probes nothing."),
+     "and value. With --probe, also look at the machine: the control socket's directory, "
+     "the netlink buffer, the ExaBGP in PATH and, with --exabgp-conf, whether ExaBGP's user "
+     "can run the announcer and whether its neighbors and graceful-restart settings agree "
+     "(exit 1 if a probe fails)."),
     ("status", "ask the running announcer: every prefix, announced or not, and why",
      "Ask the running announcer over its control socket (root only): every prefix, whether "
      "it is announced, why, since when, and from which sources; drains, sources, neighbors."),
@@ -167,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name == "restart-stack":
             _restart_arguments(cmd)
+        if name == "check":
+            cmd.add_argument("--probe", action="store_true", help="look at the machine too")
+            cmd.add_argument("--exabgp-conf", help="ExaBGP's configuration, e.g. exabgp5.conf")
+            cmd.add_argument("--exabgp-user", help="the user ExaBGP runs its processes as")
+            cmd.add_argument("--exabgp", default="exabgp", help="the ExaBGP program")
         if name == "bfd-config":
             cmd.add_argument("-o", "--output", help="write this file (atomically), not stdout")
     return parser
@@ -216,6 +224,16 @@ def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
         for step, at in steps.timeline:
             print(f"{at:8.3f}s  {step}")
     return 0
+
+
+def _cmd_probe(config: Config, args: argparse.Namespace) -> int:
+    from announcer.daemon.probe import probe
+
+    conf = Path(args.exabgp_conf) if args.exabgp_conf else None
+    findings = probe(config, conf, args.exabgp_user, args.exabgp)
+    for finding in findings:
+        print(finding)
+    return 1 if any(f.level == "fail" for f in findings) else 0
 
 
 def _cmd_bfd(config: Config, args: argparse.Namespace) -> int:
@@ -291,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EX_CONFIG)
     if args.command == "check":
         print(f"{args.config}: ok", file=sys.stderr)
-        sys.exit(0)
+        sys.exit(_cmd_probe(config, args) if args.probe else 0)
     if args.command == "plan":
         sys.exit(_cmd_plan(config, args.json))
     if args.command in ("status", "drain", "undrain"):
