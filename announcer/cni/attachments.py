@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import errno
 import json
-from typing import TYPE_CHECKING
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-if TYPE_CHECKING:
-    from announcer.cni.wiring import WiringConfig
+from announcer.cni.scheme import DEFAULT_PREFIX, WiringConfig
 
 ALIAS_TAG = "announcer-routed"
-DEFAULT_PREFIX = "vethr"
 
 
 def render_alias(network: str, attachment_id: str, ifname: str) -> str:

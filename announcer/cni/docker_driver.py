@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import logging
 import signal
@@ -33,8 +32,7 @@ import socket
 import socketserver
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -43,7 +41,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from announcer.cni import attachments, wiring
+from announcer.cni import attachments, docker_sandbox, host_routes, scheme, wiring
 from announcer.cni.driver_state import (
     DEFAULT_DOCKER_HOST,
     DockerUnavailable,
@@ -63,7 +61,7 @@ from announcer.cni.libnetwork import (
     peer_veth,
     render_join,
 )
-from announcer.cni.wiring import IPAddress, WiringConfig, WiringError
+from announcer.cni.scheme import IPAddress, WiringConfig, WiringError
 
 log = logging.getLogger("announcer.docker_driver")
 
@@ -136,7 +134,7 @@ class RoutedDriver:
     def create_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
         ep_id, net_id = str(body["EndpointID"]), str(body["NetworkID"])
         try:
-            primary, extra = wiring.validate_ips(
+            primary, extra = scheme.validate_ips(
                 parse_interface(body), parse_extra_ips(body.get("Options") or {})
             )
             self._ensure_unused(ep_id, primary + extra)
@@ -148,7 +146,7 @@ class RoutedDriver:
         self.state.save(self.endpoints)
         log.info("endpoint_created endpoint=%s ips=%s extra_ips=%s", ep_id[:12],
                  ",".join(endpoint.ips), ",".join(endpoint.extra_ips) or "-")  # fmt: skip
-        return {"Interface": {"MacAddress": wiring.container_mac(primary + extra)}}
+        return {"Interface": {"MacAddress": scheme.container_mac(primary + extra)}}
 
     def _ensure_unused(self, ep_id: str, ips: tuple[IPAddress, ...]) -> None:
         """AddressInUse if another endpoint of ours has an IP, or the host routes it."""
@@ -156,11 +154,11 @@ class RoutedDriver:
             if other.endpoint_id == ep_id:
                 continue  # dockerd retrying a CreateEndpoint
             for text in other.ips + other.extra_ips:
-                ip = wiring.parse_ip(text)
+                ip = scheme.parse_ip(text)
                 if ip in ips:
                     owner = host_veth(other.endpoint_id, self.config)
-                    raise wiring.AddressInUse(ip, owner, self.config.table)
-        wiring.ensure_addresses_free(ips, self.config)
+                    raise scheme.AddressInUse(ip, owner, self.config.table)
+        host_routes.ensure_addresses_free(ips, self.config)
 
     def endpoint_oper_info(self, body: Mapping[str, Any]) -> dict[str, Any]:
         endpoint = self.endpoints.get(str(body["EndpointID"]))
@@ -186,7 +184,7 @@ class RoutedDriver:
             raise DriverError(f"Join {ep_id[:12]}: {e}") from None
         if endpoint.extra_ips:
             args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout)
-            threading.Thread(target=_place_extra_ips, args=args, daemon=True).start()
+            threading.Thread(target=docker_sandbox.place_extra_ips, args=args, daemon=True).start()
         first = not any(e.sandbox == sandbox for e in self.endpoints.values() if sandbox)
         self.endpoints[ep_id] = replace(endpoint, sandbox=sandbox)
         self.state.save(self.endpoints)
@@ -198,7 +196,7 @@ class RoutedDriver:
         endpoint = self.endpoints.get(ep_id)
         if endpoint is not None and endpoint.sandbox:
             try:
-                _sandbox_addresses("del", endpoint.sandbox, endpoint.extra_ips)
+                docker_sandbox.set_addresses("del", endpoint.sandbox, endpoint.extra_ips)
             except (NetlinkError, OSError) as e:  # the container is going away anyway
                 log.warning("leave_cleanup_failed endpoint=%s error=%s", ep_id[:12], e)
             self.endpoints[ep_id] = replace(endpoint, sandbox="")
@@ -257,51 +255,6 @@ def _docker_veths(config: WiringConfig) -> dict[str, tuple[str, str]]:
 def _delete_veth(host: str) -> bool:
     with IPRoute() as ipr:
         return attachments.delete_link(ipr, host)
-
-
-def _place_extra_ips(
-    ep_id: str, sandbox: str, mac: str, ips: tuple[str, ...], timeout: float
-) -> None:
-    """Put the extra IPs on the container's lo once libnetwork has moved our peer in.
-
-    Not at Join: dockerd joins in a placeholder namespace, and only at container start
-    (libnetwork-setkey hook) bind-mounts the container's own over the same SandboxKey
-    path. Our peer (known by its MAC) showing up there says it is the real one.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if _sandbox_has_mac(sandbox, mac):
-                _sandbox_addresses("add", sandbox, ips)
-                log.info("extra_ips_placed endpoint=%s ips=%s", ep_id[:12], ",".join(ips))
-                return
-        except (NetlinkError, OSError) as e:
-            log.debug("extra_ips_retry endpoint=%s error=%s", ep_id[:12], e)
-        time.sleep(0.05)  # polling the sandbox: nothing tells us when libnetwork is done
-    log.error("extra_ips_not_placed endpoint=%s sandbox=%s: container interface never "
-              "appeared", ep_id[:12], sandbox)  # fmt: skip
-
-
-def _sandbox_has_mac(sandbox: str, mac: str) -> bool:
-    if not Path(sandbox).exists():
-        return False
-    with IPRoute(netns=sandbox, flags=0) as ipr:
-        return any(link.get("address") == mac for link in ipr.get_links())
-
-
-def _sandbox_addresses(op: str, sandbox: str, ips: Iterable[str]) -> None:
-    """Add or delete ips as host prefixes on the sandbox's lo (skipped if it is gone)."""
-    parsed = [wiring.parse_ip(ip) for ip in ips]
-    if not parsed or not sandbox or not Path(sandbox).exists():
-        return
-    with IPRoute(netns=sandbox, flags=0) as ipr:
-        index = ipr.link_lookup(ifname="lo")[0]
-        for ip in parsed:
-            try:
-                ipr.addr(op, index=index, address=str(ip), prefixlen=ip.max_prefixlen)
-            except NetlinkError as e:
-                if e.code not in (errno.EEXIST, errno.EADDRNOTAVAIL):
-                    raise
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -385,8 +338,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
     p.add_argument("--host-veth-prefix", default="vethr")
     p.add_argument("--mtu", type=int, default=1500)
-    p.add_argument("--table", type=int, default=wiring.MAIN_TABLE)
-    p.add_argument("--route-protocol", type=int, default=wiring.DEFAULT_ROUTE_PROTOCOL)
+    p.add_argument("--table", type=int, default=scheme.MAIN_TABLE)
+    p.add_argument("--route-protocol", type=int, default=scheme.DEFAULT_ROUTE_PROTOCOL)
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)  # fmt: skip
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from announcer.cni.wiring import (
+from announcer.cni.scheme import (
     HOST_GATEWAY_V4,
     HOST_GATEWAY_V6,
     IPAddress,

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from announcer.cni import netconf, wiring
+from announcer.cni import attachments, netconf, wiring
 from announcer.cni.netconf import CNIError, Environment, NetConf
+from announcer.cni.scheme import AddressInUse, NetnsNotFound, WiringError
 
 log = logging.getLogger("announcer.cni")
 IPAM_TIMEOUT_SECONDS = 120
@@ -63,10 +64,10 @@ def run_ipam(conf: NetConf, env: Environment, raw: bytes, command: str) -> dict[
     return doc
 
 
-def _wiring_error(e: wiring.WiringError) -> CNIError:
-    if isinstance(e, wiring.AddressInUse):
+def _wiring_error(e: WiringError) -> CNIError:
+    if isinstance(e, AddressInUse):
         return CNIError(netconf.ADDRESS_IN_USE, str(e), f"ip={e.ip} device={e.device}")
-    if isinstance(e, wiring.NetnsNotFound):
+    if isinstance(e, NetnsNotFound):
         return CNIError(netconf.CONTAINER_UNKNOWN, str(e))
     return CNIError(netconf.WIRING_FAILED, str(e))
 
@@ -81,7 +82,7 @@ def cmd_add(conf: NetConf, env: Environment, raw: bytes) -> dict[str, Any]:
         )  # fmt: skip
     except BaseException as e:
         _release(conf, env, raw)
-        if isinstance(e, wiring.WiringError):
+        if isinstance(e, WiringError):
             raise _wiring_error(e) from e
         raise
     interfaces = [
@@ -106,7 +107,7 @@ def cmd_del(conf: NetConf, env: Environment, raw: bytes) -> None:
             env.netns or None, ifname=env.ifname, container_id=env.container_id,
             config=conf.wiring,
         )  # fmt: skip
-    except wiring.WiringError as e:
+    except WiringError as e:
         raise _wiring_error(e) from e
     log.info("container_deleted container=%s removed=%s", env.container_id, removed)
     run_ipam(conf, env, raw, "DEL")
@@ -122,7 +123,7 @@ def cmd_check(conf: NetConf, env: Environment, raw: bytes) -> None:
             env.netns, ips, ifname=env.ifname, container_id=env.container_id,
             config=conf.wiring,
         )  # fmt: skip
-    except wiring.WiringError as e:
+    except WiringError as e:
         raise _wiring_error(e) from e
     if problems:
         raise CNIError(netconf.WIRING_FAILED, f"container {env.container_id} is not wired as "
@@ -141,7 +142,7 @@ def cmd_status(conf: NetConf, env: Environment, raw: bytes) -> None:
 def cmd_gc(conf: NetConf, env: Environment, raw: bytes) -> None:
     """Remove veths of this network whose attachment the runtime no longer knows."""
     valid = {(cid, ifname) for cid, ifname in conf.valid_attachments}
-    removed = wiring.collect_garbage(conf.name, valid, conf.wiring)
+    removed = attachments.collect_garbage(conf.name, valid, conf.wiring)
     log.info("gc_done network=%s removed=%s", conf.name, ",".join(removed) or "-")
     run_ipam(conf, env, raw, "GC")
 

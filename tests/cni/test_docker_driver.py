@@ -22,7 +22,7 @@ import pytest
 
 from announcer.cni.attachments import render_alias
 from announcer.cni.libnetwork import host_veth
-from announcer.cni.wiring import WiringConfig
+from announcer.cni.scheme import WiringConfig
 from tests import dockerd as dockerd_harness
 from tests.cni.conftest import ip_json, links, routes
 from tests.dockerd import Dockerd, dockerd

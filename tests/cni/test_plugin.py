@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from announcer.cni.wiring import host_ifname
+from announcer.cni.scheme import host_ifname
 from tests.cni.conftest import (
     Runtime,
     host_local_ipam,
