@@ -7,8 +7,9 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from announcer.cni.host_routes import has_host_route
+from announcer.cni.host_routes import has_primary_route, routed
 from announcer.cni.namespaces import container_ipr, link_index, read_sysctl
+from announcer.cni.rtnl import Rtnl
 from announcer.cni.scheme import (
     HOST_GATEWAY_V4,
     HOST_GATEWAY_V6,
@@ -41,6 +42,7 @@ def check_container(
         if index is None:
             return [f"host interface {host} is missing"]
         problems += _check_host(ipr, host, index, all_ips, config)
+    problems += _check_routes(host, index, primary, extra, config)
     try:
         with container_ipr(netns) as cipr:
             problems += _check_container_end(cipr, ifname, all_ips)
@@ -65,12 +67,31 @@ def _check_host(
     for path, value in host_sysctls(host, v6).items():
         if read_sysctl(path) != value:
             problems.append(f"{path} is {read_sysctl(path)}, not {value}")
-    for ip in all_ips:
-        if not has_host_route(ipr, ip, index, cfg):
-            problems.append(
-                f"host route {ip}/{ip.max_prefixlen} dev {host} proto {cfg.route_protocol} "
-                f"table {cfg.table} is missing"
-            )
+    return problems
+
+
+def _check_routes(
+    host: str,
+    index: int,
+    primary: Sequence[IPAddress],
+    extra: Sequence[IPAddress],
+    cfg: WiringConfig,
+) -> list[str]:
+    """A plain route per primary IP; each extra IP a shared route with host among its members."""
+    where = f"proto {cfg.route_protocol} table {cfg.table}"
+    problems = []
+    with Rtnl() as rtnl:
+        for ip in primary:
+            if not has_primary_route(rtnl, ip, index, cfg):
+                problems.append(f"host route {ip}/{ip.max_prefixlen} dev {host} {where} is missing")
+        nexthops = rtnl.nexthops()
+        for ip in extra:
+            state = routed(rtnl, ip, cfg, nexthops)
+            if not state.shared:
+                problems.append(f"shared host route {ip}/{ip.max_prefixlen} {where} is missing")
+            elif index not in state.oifs(nexthops):
+                problems.append(f"shared host route {ip}/{ip.max_prefixlen} {where} "
+                                f"has no nexthop dev {host}")  # fmt: skip
     return problems
 
 

@@ -32,8 +32,10 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from announcer.cni import attachments, docker_sandbox, host_routes, scheme, wiring
+from announcer.cni import attachments, docker_sandbox, host_routes, scheme, shared_routes, wiring
 from announcer.cni.driver_state import (
     DEFAULT_DOCKER_HOST,
     DockerUnavailable,
@@ -137,7 +139,7 @@ class RoutedDriver:
             primary, extra = scheme.validate_ips(
                 parse_interface(body), parse_extra_ips(body.get("Options") or {})
             )
-            self._ensure_unused(ep_id, primary + extra)
+            self._ensure_unused(ep_id, primary, extra)
         except WiringError as e:
             raise DriverError(str(e)) from None
         endpoint = Endpoint(net_id, ep_id, tuple(map(str, primary)), tuple(map(str, extra)))
@@ -148,17 +150,21 @@ class RoutedDriver:
                  ",".join(endpoint.ips), ",".join(endpoint.extra_ips) or "-")  # fmt: skip
         return {"Interface": {"MacAddress": scheme.container_mac(primary + extra)}}
 
-    def _ensure_unused(self, ep_id: str, ips: tuple[IPAddress, ...]) -> None:
-        """AddressInUse if another endpoint of ours has an IP, or the host routes it."""
+    def _ensure_unused(
+        self, ep_id: str, primary: tuple[IPAddress, ...], extra: tuple[IPAddress, ...]
+    ) -> None:
+        """AddressInUse if another endpoint of ours has one of our primary IPs, or has one
+        of our extra IPs as its primary, or the host routes an IP unshareably."""
         for other in self.endpoints.values():
             if other.endpoint_id == ep_id:
                 continue  # dockerd retrying a CreateEndpoint
-            for text in other.ips + other.extra_ips:
-                ip = scheme.parse_ip(text)
-                if ip in ips:
+            theirs = {scheme.parse_ip(t) for t in other.ips}
+            shared = {scheme.parse_ip(t) for t in other.extra_ips}
+            for ip in primary + extra:
+                if ip in theirs or (ip in primary and ip in shared):
                     owner = host_veth(other.endpoint_id, self.config)
                     raise scheme.AddressInUse(ip, owner, self.config.table)
-        host_routes.ensure_addresses_free(ips, self.config)
+        host_routes.ensure_addresses_free(primary, self.config, extra=extra)
 
     def endpoint_oper_info(self, body: Mapping[str, Any]) -> dict[str, Any]:
         endpoint = self.endpoints.get(str(body["EndpointID"]))
@@ -183,7 +189,8 @@ class RoutedDriver:
         except WiringError as e:
             raise DriverError(f"Join {ep_id[:12]}: {e}") from None
         if endpoint.extra_ips:
-            args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout)
+            args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout,
+                    partial(self._share_when_up, ep_id))  # fmt: skip
             threading.Thread(target=docker_sandbox.place_extra_ips, args=args, daemon=True).start()
         first = not any(e.sandbox == sandbox for e in self.endpoints.values() if sandbox)
         self.endpoints[ep_id] = replace(endpoint, sandbox=sandbox)
@@ -205,7 +212,7 @@ class RoutedDriver:
 
     def delete_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
         ep_id = str(body["EndpointID"])
-        removed = _delete_veth(host_veth(ep_id, self.config))
+        removed = self._delete_veth(host_veth(ep_id, self.config))
         self.endpoints.pop(ep_id, None)
         self.created_here.discard(ep_id)
         self.state.save(self.endpoints)
@@ -226,13 +233,58 @@ class RoutedDriver:
             for host, (net, ep_id) in _docker_veths(self.config).items():
                 if ep_id in self.created_here or ep_id in view.get(net, {ep_id}):
                     continue  # ours now, or not seen by the query: next time
-                if before.get(host) == (net, ep_id) and _delete_veth(host):
+                if before.get(host) == (net, ep_id) and self._delete_veth(host):
                     removed.append(host)
                     self.endpoints.pop(ep_id, None)
                     log.info("orphan_removed host_veth=%s endpoint=%s", host, ep_id[:12])
             self._forget_gone(view)
             self.state.save(self.endpoints)
+            self._repair_shared()
         return removed
+
+    def _share_when_up(self, ep_id: str) -> None:
+        """Route the endpoint's extra IPs through its veth once that has carrier (a
+        nexthop needs it): libnetwork brings the container end up after Join."""
+        host = host_veth(ep_id, self.config)
+        deadline = time.monotonic() + self.extra_ips_timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                endpoint = self.endpoints.get(ep_id)
+                if endpoint is None:
+                    return  # deleted meanwhile
+                if wiring.has_carrier(host):
+                    try:
+                        wiring.share_extra_ips(host, endpoint.extra_ips, self.config)
+                    except WiringError as e:
+                        log.error("extra_ips_not_routed endpoint=%s error=%s", ep_id[:12], e)
+                        return
+                    log.info("extra_ips_routed endpoint=%s host_veth=%s ips=%s", ep_id[:12],
+                             host, ",".join(endpoint.extra_ips))  # fmt: skip
+                    return
+            time.sleep(0.05)  # polling the veth: nothing tells us when libnetwork is done
+        log.error("extra_ips_not_routed endpoint=%s: %s never got carrier", ep_id[:12], host)
+
+    def _repair_shared(self) -> None:
+        """Put joined endpoints with carrier back into shared routes the kernel took them
+        out of (it drops a nexthop whose veth lost carrier, and never re-adds it)."""
+        for ep_id, endpoint in self.endpoints.items():
+            host = host_veth(ep_id, self.config)
+            if not endpoint.extra_ips or not endpoint.sandbox or not wiring.has_carrier(host):
+                continue
+            missing = [ip for ip in endpoint.extra_ips
+                       if host not in (shared_routes.members(scheme.parse_ip(ip), self.config)
+                                       or "").split(",")]  # fmt: skip
+            if missing:
+                try:
+                    wiring.share_extra_ips(host, missing, self.config)
+                    log.info("shared_route_repaired endpoint=%s ips=%s", ep_id[:12],
+                             ",".join(missing))  # fmt: skip
+                except WiringError as e:
+                    log.error("shared_route_not_repaired endpoint=%s error=%s", ep_id[:12], e)
+
+    def _delete_veth(self, host: str) -> bool:
+        with IPRoute() as ipr:
+            return attachments.delete_attachment(ipr, host, self.config)
 
     def _forget_gone(self, view: Mapping[str, set[str]]) -> None:
         """Drop state entries whose veth is gone and that Docker no longer reports."""
@@ -250,11 +302,6 @@ def _docker_veths(config: WiringConfig) -> dict[str, tuple[str, str]]:
         for host, (net, ep_id, _) in attachments.list_attachments(config).items()
         if net.startswith(ALIAS_NET_PREFIX)
     }
-
-
-def _delete_veth(host: str) -> bool:
-    with IPRoute() as ipr:
-        return attachments.delete_link(ipr, host)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -340,6 +387,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mtu", type=int, default=1500)
     p.add_argument("--table", type=int, default=scheme.MAIN_TABLE)
     p.add_argument("--route-protocol", type=int, default=scheme.DEFAULT_ROUTE_PROTOCOL)
+    p.add_argument(
+        "--lock-file",
+        default=scheme.DEFAULT_LOCK_FILE,
+        help="flock shared with the CNI plugin around shared (anycast) routes",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)  # fmt: skip
 
@@ -351,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="announcer-docker-routed %(levelname)s %(message)s")  # fmt: skip
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        config = WiringConfig(args.host_veth_prefix, args.mtu, args.table, args.route_protocol)
+        config = WiringConfig(args.host_veth_prefix, args.mtu, args.table, args.route_protocol,
+                              args.lock_file)  # fmt: skip
     except ValueError as e:
         log.error("config_invalid error=%s", e)
         sys.exit(EX_CONFIG)  # an entry point may exit: there is no caller to return to

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -22,9 +22,14 @@ log = logging.getLogger("announcer.docker_driver")
 
 
 def place_extra_ips(
-    ep_id: str, sandbox: str, mac: str, ips: tuple[str, ...], timeout: float
+    ep_id: str,
+    sandbox: str,
+    mac: str,
+    ips: tuple[str, ...],
+    timeout: float,
+    then: Callable[[], None] = lambda: None,
 ) -> None:
-    """Put the extra IPs on the container's lo once libnetwork has moved our peer in.
+    """Put the extra IPs on the container's lo once libnetwork has moved our peer in; then().
 
     Not at Join: dockerd joins in a placeholder namespace, and only at container start
     (libnetwork-setkey hook) bind-mounts the container's own over the same SandboxKey
@@ -36,6 +41,7 @@ def place_extra_ips(
             if _has_mac(sandbox, mac):
                 set_addresses("add", sandbox, ips)
                 log.info("extra_ips_placed endpoint=%s ips=%s", ep_id[:12], ",".join(ips))
+                then()
                 return
         except (NetlinkError, OSError) as e:
             log.debug("extra_ips_retry endpoint=%s error=%s", ep_id[:12], e)

@@ -45,7 +45,7 @@ _CNI_KEYS = {"cniVersion", "name", "type", "ipam", "dns", "args", "runtimeConfig
              "cni.dev/valid-attachments"}  # fmt: skip
 # Ours, with their JSON type.
 _OWN_KEYS: dict[str, type] = {"hostVethPrefix": str, "mtu": int, "table": int,
-                              "routeProtocol": int}  # fmt: skip
+                              "routeProtocol": int, "lockFile": str}  # fmt: skip
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PLUGIN_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 EXTRA_IPS_KEY = "extraIPs"  # args.cni.extraIPs and runtimeConfig.extraIPs
@@ -151,6 +151,7 @@ def _wiring_config(doc: Mapping[str, Any]) -> WiringConfig:
         "mtu": doc.get("mtu"),
         "table": doc.get("table"),
         "route_protocol": doc.get("routeProtocol"),
+        "lock_file": doc.get("lockFile"),
     }
     try:
         return WiringConfig(**{k: v for k, v in given.items() if v is not None})

@@ -117,10 +117,11 @@ def cmd_check(conf: NetConf, env: Environment, raw: bytes) -> None:
     if conf.prev_result is None:
         raise CNIError(netconf.INVALID_CONFIG, "CHECK needs prevResult in the network config")
     run_ipam(conf, env, raw, "CHECK")
-    ips = netconf.ipam_ips(conf.prev_result)
+    extra = netconf.extra_ips(conf, env)
+    primary = [ip for ip in netconf.ipam_ips(conf.prev_result) if ip not in extra]
     try:
         problems = wiring.check_container(
-            env.netns, ips, ifname=env.ifname, container_id=env.container_id,
+            env.netns, primary, extra, ifname=env.ifname, container_id=env.container_id,
             config=conf.wiring,
         )  # fmt: skip
     except WiringError as e:

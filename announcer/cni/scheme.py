@@ -19,6 +19,9 @@ HOST_GATEWAY_V6 = ipaddress.IPv6Address("fe80::1")
 DEFAULT_ROUTE_PROTOCOL = 180
 DEFAULT_PREFIX = "vethr"
 MAIN_TABLE = 254
+# Serialises changes to shared (anycast) routes among the CNI plugin and the Docker driver.
+# Under /run: it guards kernel state, which a reboot clears too.
+DEFAULT_LOCK_FILE = "/run/lock/announcer-routed.lock"
 IFNAMSIZ = 15  # usable characters of a Linux interface name
 MIN_ID_CHARS = 4  # the hashed part of a host veth name is never shorter than this
 _PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -54,6 +57,7 @@ class WiringConfig:
     mtu: int = 1500
     table: int = MAIN_TABLE
     route_protocol: int = DEFAULT_ROUTE_PROTOCOL
+    lock_file: str = DEFAULT_LOCK_FILE
 
     def __post_init__(self) -> None:
         prefix = self.host_veth_prefix
@@ -74,6 +78,8 @@ class WiringConfig:
                 f"routeProtocol {self.route_protocol!r}: must be from 5 to 255 "
                 "(0-4 are the kernel's own: unspec, redirect, kernel, boot, static)"
             )
+        if not self.lock_file.startswith("/") or "\0" in self.lock_file:
+            raise ValueError(f"lockFile {self.lock_file!r}: must be an absolute path")
 
 
 @dataclass(frozen=True)
