@@ -84,12 +84,11 @@ def _check_routes(
         for ip in primary:
             if not has_primary_route(rtnl, ip, index, cfg):
                 problems.append(f"host route {ip}/{ip.max_prefixlen} dev {host} {where} is missing")
-        nexthops = rtnl.nexthops()
         for ip in extra:
-            state = routed(rtnl, ip, cfg, nexthops)
+            state = routed(rtnl, ip, cfg)
             if not state.shared:
                 problems.append(f"shared host route {ip}/{ip.max_prefixlen} {where} is missing")
-            elif index not in state.oifs(nexthops):
+            elif index not in state.oifs():
                 problems.append(f"shared host route {ip}/{ip.max_prefixlen} {where} "
                                 f"has no nexthop dev {host}")  # fmt: skip
     return problems

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from announcer.cni.rtnl import (
     AF_INET,
@@ -29,6 +29,8 @@ from announcer.cni.rtnl import (
 )
 from announcer.cni.scheme import AddressInUse, IPAddress, WiringConfig, WiringError
 
+SNAPSHOT_ATTEMPTS = 5
+
 
 def family(ip: IPAddress) -> int:
     return AF_INET if ip.version == 4 else AF_INET6
@@ -40,6 +42,7 @@ class Routed:
 
     ip: IPAddress
     routes: tuple[Route, ...]
+    nexthops: dict[int, Nexthop] = field(repr=False)  # the snapshot it was judged in
     nexthop: Nexthop | None = None  # set exactly when the IP is a shared route of ours
 
     @property
@@ -57,38 +60,59 @@ class Routed:
             return ()
         return self.nexthop.group or (self.nexthop.id,)
 
-    def oifs(self, nexthops: dict[int, Nexthop]) -> tuple[int, ...]:
+    def oifs(self) -> tuple[int, ...]:
         """Every device the IP is routed through, whatever the routes' shapes (the nexthop
         objects' too: without nexthop_compat_mode a route names only its nhid)."""
         found: list[int] = []
         for route in self.routes:
             found += route.oifs
-            used = nexthops.get(route.nhid or 0)
-            members = [nexthops.get(i) for i in used.group] if used and used.group else [used]
+            used = self.nexthops.get(route.nhid or 0)
+            members = [self.nexthops.get(i) for i in used.group] if used and used.group else [used]
             found += [m.oif for m in members if m is not None and m.oif is not None]
         return tuple(dict.fromkeys(found))
 
 
-def routed(
-    rtnl: Rtnl, ip: IPAddress, cfg: WiringConfig, nexthops: dict[int, Nexthop] | None = None
-) -> Routed:
+def _consistent(routes: Sequence[Route], nexthops: dict[int, Nexthop]) -> bool:
+    """Every nexthop object a route names, and every member of a group, is in nexthops."""
+    for route in routes:
+        if route.nhid is None:
+            continue
+        used = nexthops.get(route.nhid)
+        if used is None or any(i not in nexthops for i in used.group):
+            return False
+    return True
+
+
+def _snapshot(
+    rtnl: Rtnl, families: Sequence[int], cfg: WiringConfig
+) -> tuple[list[Route], dict[int, Nexthop]]:
+    """Routes in cfg.table, then the nexthop objects, read again until they agree: a route
+    changed between the two reads names a nexthop the second one no longer has."""
+    for _ in range(SNAPSHOT_ATTEMPTS):
+        routes = [r for fam in families for r in rtnl.routes(fam, cfg.table)]
+        nexthops = rtnl.nexthops()
+        if _consistent(routes, nexthops):
+            break
+    return routes, nexthops
+
+
+def routed(rtnl: Rtnl, ip: IPAddress, cfg: WiringConfig) -> Routed:
     """The routes to exactly ip/32 (/128) in cfg.table, any protocol or metric."""
-    routes = tuple(
-        r for r in rtnl.routes(family(ip), cfg.table)
-        if r.dst == ip and r.dst_len == ip.max_prefixlen
-    )  # fmt: skip
-    nexthops = rtnl.nexthops() if nexthops is None else nexthops
-    return Routed(ip, routes, _shared_nexthop(routes, nexthops, cfg))
+    found, nexthops = _snapshot(rtnl, (family(ip),), cfg)
+    routes = tuple(r for r in found if r.dst == ip and r.dst_len == ip.max_prefixlen)
+    return Routed(ip, routes, nexthops, _shared_nexthop(routes, nexthops, cfg))
 
 
-def all_routed(rtnl: Rtnl, cfg: WiringConfig, nexthops: dict[int, Nexthop]) -> list[Routed]:
-    """How every host IP (/32, /128) in cfg.table is routed, both families."""
+def all_routed(rtnl: Rtnl, cfg: WiringConfig) -> tuple[list[Routed], dict[int, Nexthop]]:
+    """How every host IP (/32, /128) in cfg.table is routed, both families; the nexthops."""
+    found, nexthops = _snapshot(rtnl, (AF_INET, AF_INET6), cfg)
     by_ip: dict[IPAddress, list[Route]] = {}
-    for fam in (AF_INET, AF_INET6):
-        for r in rtnl.routes(fam, cfg.table):
-            if r.dst is not None and r.dst_len == r.dst.max_prefixlen:
-                by_ip.setdefault(r.dst, []).append(r)
-    return [Routed(ip, tuple(rs), _shared_nexthop(rs, nexthops, cfg)) for ip, rs in by_ip.items()]
+    for r in found:
+        if r.dst is not None and r.dst_len == r.dst.max_prefixlen:
+            by_ip.setdefault(r.dst, []).append(r)
+    states = [Routed(ip, tuple(rs), nexthops, _shared_nexthop(rs, nexthops, cfg))
+              for ip, rs in by_ip.items()]  # fmt: skip
+    return states, nexthops
 
 
 def _shared_nexthop(
@@ -118,9 +142,9 @@ def device_names(oifs: Iterable[int]) -> str:
     return ",".join(names)
 
 
-def in_use(state: Routed, cfg: WiringConfig, nexthops: dict[int, Nexthop]) -> AddressInUse:
+def in_use(state: Routed, cfg: WiringConfig) -> AddressInUse:
     """The refusal of state.ip, naming every device it is routed through."""
-    devices = device_names(state.oifs(nexthops))
+    devices = device_names(state.oifs())
     if not devices:
         route = state.routes[0]
         devices = f"a route of type {route.type}" if route.type != 1 else "a route without device"
@@ -131,11 +155,10 @@ def refuse_taken(
     rtnl: Rtnl, primary: Sequence[IPAddress], extra: Sequence[IPAddress], cfg: WiringConfig
 ) -> None:
     """AddressInUse if a primary IP is routed at all, or an extra one other than shared."""
-    nexthops = rtnl.nexthops()
     for ip, shareable in [(ip, False) for ip in primary] + [(ip, True) for ip in extra]:
-        state = routed(rtnl, ip, cfg, nexthops)
+        state = routed(rtnl, ip, cfg)
         if not state.free and not (shareable and state.shared):
-            raise in_use(state, cfg, nexthops)
+            raise in_use(state, cfg)
 
 
 def ensure_addresses_free(
@@ -153,12 +176,12 @@ def add_primary_route(rtnl: Rtnl, ip: IPAddress, dev: str, index: int, cfg: Wiri
         rtnl.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
     except RtnlError as e:
         if e.errno == errno.EEXIST:  # lost a race with another ADD of the same IP
-            raise in_use(routed(rtnl, ip, cfg), cfg, rtnl.nexthops()) from e
+            raise in_use(routed(rtnl, ip, cfg), cfg) from e
         raise WiringError(f"adding host route {ip} dev {dev}: {e}") from e
 
 
 def has_primary_route(rtnl: Rtnl, ip: IPAddress, index: int, cfg: WiringConfig) -> bool:
-    state = routed(rtnl, ip, cfg, {})
+    state = routed(rtnl, ip, cfg)
     return any(
         r.oif == index and not r.multipath and r.protocol == cfg.route_protocol
         for r in state.routes

@@ -45,7 +45,8 @@ _CNI_KEYS = {"cniVersion", "name", "type", "ipam", "dns", "args", "runtimeConfig
              "cni.dev/valid-attachments"}  # fmt: skip
 # Ours, with their JSON type.
 _OWN_KEYS: dict[str, type] = {"hostVethPrefix": str, "mtu": int, "table": int,
-                              "routeProtocol": int, "lockFile": str}  # fmt: skip
+                              "routeProtocol": int, "lockFile": str,
+                              "libcniCacheDir": str}  # fmt: skip
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PLUGIN_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 EXTRA_IPS_KEY = "extraIPs"  # args.cni.extraIPs and runtimeConfig.extraIPs
@@ -74,6 +75,8 @@ class NetConf:
     prev_result: Mapping[str, Any] | None
     dns: Mapping[str, Any] | None
     valid_attachments: tuple[tuple[str, str], ...] = field(default=())
+    ipam: Mapping[str, Any] = field(default_factory=dict)  # the whole ipam object
+    libcni_cache_dir: str | None = None  # GC: the runtime's libcni cache to reclaim in
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ def parse_netconf(raw: bytes, command: str = "ADD") -> NetConf:
     _need(prev is None or isinstance(prev, dict), "prevResult", prev, "must be an object")
     dns = doc.get("dns")
     _need(dns is None or isinstance(dns, dict), "dns", dns, "must be an object")
+    cache = doc.get("libcniCacheDir")
+    absolute = isinstance(cache, str) and cache.startswith("/")
+    _need(cache is None or absolute, "libcniCacheDir", cache, "must be an absolute path")
     return NetConf(
         cni_version=version,
         name=name,
@@ -138,6 +144,8 @@ def parse_netconf(raw: bytes, command: str = "ADD") -> NetConf:
         prev_result=prev,
         dns=dns,
         valid_attachments=_valid_attachments(doc) if command == "GC" else (),
+        ipam=ipam,
+        libcni_cache_dir=cache,
     )
 
 

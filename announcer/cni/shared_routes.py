@@ -119,6 +119,7 @@ def _set_members(
             target = _free_id(nexthops)
             rtnl.request(RTM_NEWNEXTHOP, NLM_F_CREATE | NLM_F_EXCL,
                          nexthop_body(target, 0, cfg.route_protocol, group=members))  # fmt: skip
+            nexthops[target] = Nexthop(target, 0, cfg.route_protocol, None, members)
         flags = NLM_F_REPLACE if state.routes else NLM_F_CREATE | NLM_F_EXCL
         body = route_body(state.ip, cfg.table, cfg.route_protocol, nhid=target)
         try:
@@ -132,10 +133,10 @@ def _set_members(
 
 
 def _join_once(rtnl: Rtnl, ip: IPAddress, index: int, cfg: WiringConfig) -> None:
-    nexthops = rtnl.nexthops()
-    state = routed(rtnl, ip, cfg, nexthops)
+    state = routed(rtnl, ip, cfg)
+    nexthops = dict(state.nexthops)
     if not state.free and not state.shared:
-        raise in_use(state, cfg, nexthops)
+        raise in_use(state, cfg)
     me = _device_nexthop(rtnl, index, family(ip), cfg, nexthops)
     if me not in state.members:
         _set_members(rtnl, state, (*state.members, me), cfg, nexthops)
@@ -149,7 +150,7 @@ def join(ips: Sequence[IPAddress], index: int, dev: str, cfg: WiringConfig) -> N
         for ip in ips:
             _retry(partial(_join_once, rtnl, ip, index, cfg), f"sharing host route {ip} dev {dev}")
             try:
-                joined = index in routed(rtnl, ip, cfg).oifs(rtnl.nexthops())
+                joined = index in routed(rtnl, ip, cfg).oifs()
             except RtnlError as e:
                 raise WiringError(f"reading host route {ip}: {e}") from e
             if not joined:
@@ -186,11 +187,11 @@ def _delete_route(rtnl: Rtnl, ip: IPAddress, cfg: WiringConfig) -> None:
 
 def _leave_once(rtnl: Rtnl, index: int, cfg: WiringConfig) -> list[IPAddress]:
     """Take index's device nexthops out of every shared route; the IPs it left."""
-    nexthops = rtnl.nexthops()
+    states, nexthops = all_routed(rtnl, cfg)
     mine = {nh.id for nh in nexthops.values()
             if nh.oif == index and nh.protocol == cfg.route_protocol}  # fmt: skip
     left = []
-    for state in all_routed(rtnl, cfg, nexthops):
+    for state in states:
         if mine & set(state.members):
             rest = tuple(i for i in state.members if i not in mine)
             _set_members(rtnl, state, rest, cfg, nexthops)
@@ -233,6 +234,5 @@ def sweep(cfg: WiringConfig) -> list[int]:
 def members(ip: IPAddress, cfg: WiringConfig) -> str | None:
     """The devices of ip's shared route ("vethrA,vethrB"), or None if it is not shared."""
     with Rtnl() as rtnl:
-        nexthops = rtnl.nexthops()
-        state = routed(rtnl, ip, cfg, nexthops)
-        return device_names(state.oifs(nexthops)) if state.shared else None
+        state = routed(rtnl, ip, cfg)
+        return device_names(state.oifs()) if state.shared else None
