@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from announcer.cni.mesos import ARGS_KEY as MESOS_ARGS_KEY
+from announcer.cni.mesos import MesosArgsError, extra_ips_from_mesos
 from announcer.cni.scheme import (
     HOST_GATEWAY_V4,
     HOST_GATEWAY_V6,
@@ -189,6 +191,10 @@ def _extra_ips_from_config(doc: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     _need(isinstance(runtime, dict), "runtimeConfig", runtime, "must be an object")
     if EXTRA_IPS_KEY in runtime:
         found += _ip_list(f"runtimeConfig.{EXTRA_IPS_KEY}", runtime[EXTRA_IPS_KEY])
+    try:
+        found += extra_ips_from_mesos(args)
+    except MesosArgsError as e:  # the message quotes the value, escaped and shortened
+        raise CNIError(INVALID_CONFIG, str(e), f"args.{MESOS_ARGS_KEY}") from None
     return found
 
 
