@@ -3,16 +3,20 @@
 dockerd finds the driver by its socket, ``/run/docker/plugins/NAME.sock`` (NAME is the
 driver name given to ``docker network create -d``), and POSTs JSON to it. Per endpoint:
 
-- CreateEndpoint: Docker's IPAM has chosen the address (``Interface.Address``); extra
-  (anycast) IPs come from the endpoint driver option ``anycast.ips``. Every IP is checked
-  free on this host (``AddressInUse`` otherwise); nothing is made yet.
+- CreateEndpoint: Docker's IPAM has chosen the addresses (``Interface.Address``,
+  ``AddressIPv6``); extra (anycast) IPs come from the endpoint driver option
+  ``anycast.ips``. A primary IP must be free on this host, an extra one free or shared
+  (``AddressInUse`` otherwise); nothing is made yet.
 - Join: the veth pair is made in the host namespace (wiring.make_host_side: host end with
-  169.254.1.1/32, proxy_arp, forwarding, the host routes with our protocol); libnetwork
-  moves the peer into the container and renames it eth*; the reply's static routes give
-  the container ``169.254.1.1 dev ethN scope link`` and ``default via 169.254.1.1``.
-  Extra IPs are put on the container's ``lo`` (libnetwork configures only the primary IP).
-- Leave takes the extra IPs off ``lo``; DeleteEndpoint deletes the host veth (and with it
-  the peer and every host route).
+  169.254.1.1/32 and fe80::1/64, proxy_arp, forwarding, the primary host routes);
+  libnetwork moves the peer into the container and renames it eth*; the reply's static
+  routes give the container ``169.254.1.1 dev ethN scope link``, ``default via
+  169.254.1.1`` and ``default via fe80::1``. Once libnetwork has configured it
+  (docker_sandbox.settle): extra IPs on the container (libnetwork configures only the
+  primary ones), the IPv6 pool's on-link route dropped, the extra IPs' shared routes
+  joined (a nexthop needs the veth's carrier).
+- Leave takes the extra IPs off the container; DeleteEndpoint takes the veth out of the
+  shared routes and deletes it (with it the peer and every primary route).
 
 Restarts: the endpoints are kept in a state file, and every host veth names its endpoint in
 its alias. At start (and every --resync-interval) the driver asks dockerd which endpoints
@@ -188,10 +192,10 @@ class RoutedDriver:
             )  # fmt: skip
         except WiringError as e:
             raise DriverError(f"Join {ep_id[:12]}: {e}") from None
-        if endpoint.extra_ips:
-            args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout,
+        if endpoint.extra_ips or any(":" in ip for ip in endpoint.ips):
+            args = (ep_id, sandbox, made.mac, endpoint, self.extra_ips_timeout,
                     partial(self._share_when_up, ep_id))  # fmt: skip
-            threading.Thread(target=docker_sandbox.place_extra_ips, args=args, daemon=True).start()
+            threading.Thread(target=docker_sandbox.settle, args=args, daemon=True).start()
         first = not any(e.sandbox == sandbox for e in self.endpoints.values() if sandbox)
         self.endpoints[ep_id] = replace(endpoint, sandbox=sandbox)
         self.state.save(self.endpoints)
@@ -203,7 +207,7 @@ class RoutedDriver:
         endpoint = self.endpoints.get(ep_id)
         if endpoint is not None and endpoint.sandbox:
             try:
-                docker_sandbox.set_addresses("del", endpoint.sandbox, endpoint.extra_ips)
+                docker_sandbox.set_addresses("del", endpoint.sandbox, endpoint)
             except (NetlinkError, OSError) as e:  # the container is going away anyway
                 log.warning("leave_cleanup_failed endpoint=%s error=%s", ep_id[:12], e)
             self.endpoints[ep_id] = replace(endpoint, sandbox="")
@@ -250,8 +254,8 @@ class RoutedDriver:
         while time.monotonic() < deadline:
             with self.lock:
                 endpoint = self.endpoints.get(ep_id)
-                if endpoint is None:
-                    return  # deleted meanwhile
+                if endpoint is None or not endpoint.extra_ips:
+                    return  # deleted meanwhile, or nothing to share
                 if wiring.has_carrier(host):
                     try:
                         wiring.share_extra_ips(host, endpoint.extra_ips, self.config)

@@ -126,13 +126,13 @@ class Host:
     network: str
     network_id: str
 
-    def endpoint_id(self, container: str) -> str:
+    def endpoint_id(self, container: str, network: str = "") -> str:
         nets = json.loads(self.docker.cli("inspect", "-f", "{{json .NetworkSettings.Networks}}",
                                           container).stdout)  # fmt: skip
-        return str(nets[self.network]["EndpointID"])
+        return str(nets[network or self.network]["EndpointID"])
 
-    def veth(self, container: str) -> str:
-        return host_veth(self.endpoint_id(container), WiringConfig())
+    def veth(self, container: str, network: str = "") -> str:
+        return host_veth(self.endpoint_id(container, network), WiringConfig())
 
     def host_routes(self, family: int = 4) -> dict[str, str]:
         """dst -> devs ("a,b", sorted) of the host routes with our protocol (180)."""
@@ -397,3 +397,46 @@ def test_resync_puts_a_dropped_member_back(host: Host) -> None:
     poll(lambda: host.host_routes().get("10.9.9.21") == both, 20, "d1 back after the resync")
     assert "shared_route_repaired" in host.driver.log()
     host.docker.cli("rm", "-f", c1, c2)
+
+
+def test_ipv6_network_ip6_and_v6_anycast(host: Host) -> None:
+    """A dual-stack network (--ipv6): --ip6 primaries routed as /128, v6 anycast IPs on lo
+    and shared, the container's default route via fe80::1, reachable across the host."""
+    docker, name = host.docker, f"{host.network}-v6"
+    sh(host.ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")  # docs/routed.md: the host's
+    docker.cli("network", "create", "-d", host.driver.name, "--ipv6", "--subnet", "10.34.0.0/24",
+               "--subnet", "fd00:34::/64", name)  # fmt: skip
+    try:
+        c1 = host.run("v1", f"name={name},ip=10.34.0.5,ip6=fd00:34::5")
+        anycast = "driver-opt=anycast.ips=fd00:9::34;10.9.9.34"
+        c2 = host.run("v2", f"name={name},ip=10.34.0.6,ip6=fd00:34::6,{anycast}")
+        c3 = host.run("v3", f"name={name},ip=10.34.0.7,ip6=fd00:34::7,{anycast}")
+        v1, v2, v3 = (host.veth(c, name) for c in (c1, c2, c3))
+        shared = ",".join(sorted((v2, v3)))
+        host.wait_routes({"fd00:34::5": v1, "fd00:34::6": v2, "fd00:34::7": v3,
+                          "fd00:9::34": shared}, family=6)  # fmt: skip
+        host.wait_routes({"10.34.0.5": v1, "10.34.0.6": v2, "10.34.0.7": v3, "10.9.9.34": shared})
+        host_addrs = ip_json(host.ns, "-6", "addr", "show", "dev", v1)[0]["addr_info"]
+        assert ("fe80::1", 64) in {(a["local"], a["prefixlen"]) for a in host_addrs}
+
+        assert "default via fe80::1 dev eth0" in docker.cli("exec", c1, "ip", "-6", "route").stdout
+        assert "inet6 fd00:34::5/64" in docker.cli("exec", c1, "ip", "addr", "show", "eth0").stdout
+        # v6 extras on eth0 (neighbour discovery answers only there), v4 ones on lo.
+        poll(lambda: "inet6 fd00:9::34/128" in docker.cli("exec", c2, "ip", "addr", "show", "eth0").stdout,
+             10, "v6 anycast IP on v2's eth0")  # fmt: skip
+        assert "inet 10.9.9.34/32" in docker.cli("exec", c2, "ip", "addr", "show", "lo").stdout
+        # libnetwork's fd00:34::/64 on-link route is gone: a neighbour is reached via fe80::1.
+        poll(lambda: "fd00:34::/64" not in docker.cli("exec", c1, "ip", "-6", "route").stdout,
+             10, "the pool's on-link route dropped")  # fmt: skip
+        for dst in ("fd00:34::6", "fd00:9::34", "10.9.9.34"):
+            poll(lambda d=dst: docker.cli("exec", c1, "ping", "-c1", "-W1", d,
+                                          check=False).returncode == 0, 15, f"ping {dst} from v1")  # fmt: skip
+
+        docker.cli("rm", "-f", c2)
+        assert host.host_routes(6) == {"fd00:34::5": v1, "fd00:34::7": v3, "fd00:9::34": v3}
+        docker.cli("exec", c1, "ping", "-c1", "-W2", "fd00:9::34")  # v3 alone serves it now
+        docker.cli("rm", "-f", c1, c3)
+        assert host.host_routes(6) == {}
+    finally:
+        docker.cli("rm", "-f", "v1", "v2", "v3", check=False)
+        docker.cli("network", "rm", name, check=False)
