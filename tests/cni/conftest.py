@@ -42,10 +42,15 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def cni_ready() -> Iterator[None]:
+def cni_ready() -> None:
     reason = _missing()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lock_file_removed() -> Iterator[None]:
+    """The plugins' lock file of this session goes at its end, whichever tests made it."""
     yield
     LOCK_FILE.unlink(missing_ok=True)
 
