@@ -44,6 +44,12 @@ def _docker_missing() -> str | None:
     return _netns_missing() or dockerd.missing()
 
 
+def _containerd_missing() -> str | None:
+    from tests import containerd
+
+    return _netns_missing() or containerd.missing()
+
+
 def _exabgp_missing() -> str | None:
     if not Path(netlab.DEFAULT_EXABGP).exists():
         return f"pinned ExaBGP not found at {netlab.DEFAULT_EXABGP} (run `make venv`)"
@@ -55,6 +61,7 @@ _MISSING: dict[str, Callable[[], str | None]] = {
     "frr": _frr_missing,
     "exabgp": _exabgp_missing,
     "docker": _docker_missing,
+    "containerd": _containerd_missing,
 }
 
 

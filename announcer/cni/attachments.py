@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import errno
 import json
-from typing import TYPE_CHECKING
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-if TYPE_CHECKING:
-    from announcer.cni.wiring import WiringConfig
+from announcer.cni import shared_routes
+from announcer.cni.scheme import DEFAULT_PREFIX, WiringConfig
 
 ALIAS_TAG = "announcer-routed"
-DEFAULT_PREFIX = "vethr"
 
 
 def render_alias(network: str, attachment_id: str, ifname: str) -> str:
@@ -55,6 +53,15 @@ def delete_link(ipr: IPRoute, ifname: str) -> bool:
     return True
 
 
+def delete_attachment(ipr: IPRoute, host: str, config: WiringConfig) -> bool:
+    """Take host out of every shared route, then delete it; True if it existed."""
+    found: list[int] = ipr.link_lookup(ifname=host)
+    if not found:
+        return False
+    shared_routes.leave(found[0], host, config)
+    return delete_link(ipr, host)
+
+
 def list_attachments(config: WiringConfig | None = None) -> dict[str, tuple[str, str, str]]:
     """host veth name -> (network, attachment id, ifname) for every veth we made here."""
     prefix = config.host_veth_prefix if config is not None else DEFAULT_PREFIX
@@ -71,10 +78,14 @@ def list_attachments(config: WiringConfig | None = None) -> dict[str, tuple[str,
 def collect_garbage(
     network: str, valid: set[tuple[str, str]], config: WiringConfig | None = None
 ) -> list[str]:
-    """Delete this network's host veths whose (attachment id, ifname) is not in valid."""
+    """Delete this network's host veths whose (attachment id, ifname) is not in valid (out
+    of their shared routes first), then nexthop objects of ours that no route uses."""
     removed = []
     with IPRoute() as ipr:
         for name, (net, attachment, ifname) in list_attachments(config).items():
-            if net == network and (attachment, ifname) not in valid and delete_link(ipr, name):
+            if net != network or (attachment, ifname) in valid:
+                continue
+            if delete_attachment(ipr, name, config or WiringConfig()):
                 removed.append(name)
+    shared_routes.sweep(config or WiringConfig())
     return removed

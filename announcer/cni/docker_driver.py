@@ -3,16 +3,20 @@
 dockerd finds the driver by its socket, ``/run/docker/plugins/NAME.sock`` (NAME is the
 driver name given to ``docker network create -d``), and POSTs JSON to it. Per endpoint:
 
-- CreateEndpoint: Docker's IPAM has chosen the address (``Interface.Address``); extra
-  (anycast) IPs come from the endpoint driver option ``anycast.ips``. Every IP is checked
-  free on this host (``AddressInUse`` otherwise); nothing is made yet.
+- CreateEndpoint: Docker's IPAM has chosen the addresses (``Interface.Address``,
+  ``AddressIPv6``); extra (anycast) IPs come from the endpoint driver option
+  ``anycast.ips``. A primary IP must be free on this host, an extra one free or shared
+  (``AddressInUse`` otherwise); nothing is made yet.
 - Join: the veth pair is made in the host namespace (wiring.make_host_side: host end with
-  169.254.1.1/32, proxy_arp, forwarding, the host routes with our protocol); libnetwork
-  moves the peer into the container and renames it eth*; the reply's static routes give
-  the container ``169.254.1.1 dev ethN scope link`` and ``default via 169.254.1.1``.
-  Extra IPs are put on the container's ``lo`` (libnetwork configures only the primary IP).
-- Leave takes the extra IPs off ``lo``; DeleteEndpoint deletes the host veth (and with it
-  the peer and every host route).
+  169.254.1.1/32 and fe80::1/64, proxy_arp, forwarding, the primary host routes);
+  libnetwork moves the peer into the container and renames it eth*; the reply's static
+  routes give the container ``169.254.1.1 dev ethN scope link``, ``default via
+  169.254.1.1`` and ``default via fe80::1``. Once libnetwork has configured it
+  (docker_sandbox.settle): extra IPs on the container (libnetwork configures only the
+  primary ones), the IPv6 pool's on-link route dropped, the extra IPs' shared routes
+  joined (a nexthop needs the veth's carrier).
+- Leave takes the extra IPs off the container; DeleteEndpoint takes the veth out of the
+  shared routes and deletes it (with it the peer and every primary route).
 
 Restarts: the endpoints are kept in a state file, and every host veth names its endpoint in
 its alias. At start (and every --resync-interval) the driver asks dockerd which endpoints
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import logging
 import signal
@@ -34,8 +37,9 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from announcer.cni import attachments, wiring
+from announcer.cni import attachments, docker_sandbox, host_routes, scheme, shared_routes, wiring
 from announcer.cni.driver_state import (
     DEFAULT_DOCKER_HOST,
     DockerUnavailable,
@@ -63,7 +67,7 @@ from announcer.cni.libnetwork import (
     peer_veth,
     render_join,
 )
-from announcer.cni.wiring import IPAddress, WiringConfig, WiringError
+from announcer.cni.scheme import IPAddress, WiringConfig, WiringError
 
 log = logging.getLogger("announcer.docker_driver")
 
@@ -136,10 +140,10 @@ class RoutedDriver:
     def create_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
         ep_id, net_id = str(body["EndpointID"]), str(body["NetworkID"])
         try:
-            primary, extra = wiring.validate_ips(
+            primary, extra = scheme.validate_ips(
                 parse_interface(body), parse_extra_ips(body.get("Options") or {})
             )
-            self._ensure_unused(ep_id, primary + extra)
+            self._ensure_unused(ep_id, primary, extra)
         except WiringError as e:
             raise DriverError(str(e)) from None
         endpoint = Endpoint(net_id, ep_id, tuple(map(str, primary)), tuple(map(str, extra)))
@@ -148,19 +152,23 @@ class RoutedDriver:
         self.state.save(self.endpoints)
         log.info("endpoint_created endpoint=%s ips=%s extra_ips=%s", ep_id[:12],
                  ",".join(endpoint.ips), ",".join(endpoint.extra_ips) or "-")  # fmt: skip
-        return {"Interface": {"MacAddress": wiring.container_mac(primary + extra)}}
+        return {"Interface": {"MacAddress": scheme.container_mac(primary + extra)}}
 
-    def _ensure_unused(self, ep_id: str, ips: tuple[IPAddress, ...]) -> None:
-        """AddressInUse if another endpoint of ours has an IP, or the host routes it."""
+    def _ensure_unused(
+        self, ep_id: str, primary: tuple[IPAddress, ...], extra: tuple[IPAddress, ...]
+    ) -> None:
+        """AddressInUse if another endpoint of ours has one of our primary IPs, or has one
+        of our extra IPs as its primary, or the host routes an IP unshareably."""
         for other in self.endpoints.values():
             if other.endpoint_id == ep_id:
                 continue  # dockerd retrying a CreateEndpoint
-            for text in other.ips + other.extra_ips:
-                ip = wiring.parse_ip(text)
-                if ip in ips:
+            theirs = {scheme.parse_ip(t) for t in other.ips}
+            shared = {scheme.parse_ip(t) for t in other.extra_ips}
+            for ip in primary + extra:
+                if ip in theirs or (ip in primary and ip in shared):
                     owner = host_veth(other.endpoint_id, self.config)
-                    raise wiring.AddressInUse(ip, owner, self.config.table)
-        wiring.ensure_addresses_free(ips, self.config)
+                    raise scheme.AddressInUse(ip, owner, self.config.table)
+        host_routes.ensure_addresses_free(primary, self.config, extra=extra)
 
     def endpoint_oper_info(self, body: Mapping[str, Any]) -> dict[str, Any]:
         endpoint = self.endpoints.get(str(body["EndpointID"]))
@@ -184,9 +192,10 @@ class RoutedDriver:
             )  # fmt: skip
         except WiringError as e:
             raise DriverError(f"Join {ep_id[:12]}: {e}") from None
-        if endpoint.extra_ips:
-            args = (ep_id, sandbox, made.mac, endpoint.extra_ips, self.extra_ips_timeout)
-            threading.Thread(target=_place_extra_ips, args=args, daemon=True).start()
+        if endpoint.extra_ips or any(":" in ip for ip in endpoint.ips):
+            args = (ep_id, sandbox, made.mac, endpoint, self.extra_ips_timeout,
+                    partial(self._share_when_up, ep_id))  # fmt: skip
+            threading.Thread(target=docker_sandbox.settle, args=args, daemon=True).start()
         first = not any(e.sandbox == sandbox for e in self.endpoints.values() if sandbox)
         self.endpoints[ep_id] = replace(endpoint, sandbox=sandbox)
         self.state.save(self.endpoints)
@@ -198,7 +207,7 @@ class RoutedDriver:
         endpoint = self.endpoints.get(ep_id)
         if endpoint is not None and endpoint.sandbox:
             try:
-                _sandbox_addresses("del", endpoint.sandbox, endpoint.extra_ips)
+                docker_sandbox.set_addresses("del", endpoint.sandbox, endpoint)
             except (NetlinkError, OSError) as e:  # the container is going away anyway
                 log.warning("leave_cleanup_failed endpoint=%s error=%s", ep_id[:12], e)
             self.endpoints[ep_id] = replace(endpoint, sandbox="")
@@ -207,7 +216,7 @@ class RoutedDriver:
 
     def delete_endpoint(self, body: Mapping[str, Any]) -> dict[str, Any]:
         ep_id = str(body["EndpointID"])
-        removed = _delete_veth(host_veth(ep_id, self.config))
+        removed = self._delete_veth(host_veth(ep_id, self.config))
         self.endpoints.pop(ep_id, None)
         self.created_here.discard(ep_id)
         self.state.save(self.endpoints)
@@ -228,13 +237,58 @@ class RoutedDriver:
             for host, (net, ep_id) in _docker_veths(self.config).items():
                 if ep_id in self.created_here or ep_id in view.get(net, {ep_id}):
                     continue  # ours now, or not seen by the query: next time
-                if before.get(host) == (net, ep_id) and _delete_veth(host):
+                if before.get(host) == (net, ep_id) and self._delete_veth(host):
                     removed.append(host)
                     self.endpoints.pop(ep_id, None)
                     log.info("orphan_removed host_veth=%s endpoint=%s", host, ep_id[:12])
             self._forget_gone(view)
             self.state.save(self.endpoints)
+            self._repair_shared()
         return removed
+
+    def _share_when_up(self, ep_id: str) -> None:
+        """Route the endpoint's extra IPs through its veth once that has carrier (a
+        nexthop needs it): libnetwork brings the container end up after Join."""
+        host = host_veth(ep_id, self.config)
+        deadline = time.monotonic() + self.extra_ips_timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                endpoint = self.endpoints.get(ep_id)
+                if endpoint is None or not endpoint.extra_ips:
+                    return  # deleted meanwhile, or nothing to share
+                if wiring.has_carrier(host):
+                    try:
+                        wiring.share_extra_ips(host, endpoint.extra_ips, self.config)
+                    except WiringError as e:
+                        log.error("extra_ips_not_routed endpoint=%s error=%s", ep_id[:12], e)
+                        return
+                    log.info("extra_ips_routed endpoint=%s host_veth=%s ips=%s", ep_id[:12],
+                             host, ",".join(endpoint.extra_ips))  # fmt: skip
+                    return
+            time.sleep(0.05)  # polling the veth: nothing tells us when libnetwork is done
+        log.error("extra_ips_not_routed endpoint=%s: %s never got carrier", ep_id[:12], host)
+
+    def _repair_shared(self) -> None:
+        """Put joined endpoints with carrier back into shared routes the kernel took them
+        out of (it drops a nexthop whose veth lost carrier, and never re-adds it)."""
+        for ep_id, endpoint in self.endpoints.items():
+            host = host_veth(ep_id, self.config)
+            if not endpoint.extra_ips or not endpoint.sandbox or not wiring.has_carrier(host):
+                continue
+            missing = [ip for ip in endpoint.extra_ips
+                       if host not in (shared_routes.members(scheme.parse_ip(ip), self.config)
+                                       or "").split(",")]  # fmt: skip
+            if missing:
+                try:
+                    wiring.share_extra_ips(host, missing, self.config)
+                    log.info("shared_route_repaired endpoint=%s ips=%s", ep_id[:12],
+                             ",".join(missing))  # fmt: skip
+                except WiringError as e:
+                    log.error("shared_route_not_repaired endpoint=%s error=%s", ep_id[:12], e)
+
+    def _delete_veth(self, host: str) -> bool:
+        with IPRoute() as ipr:
+            return attachments.delete_attachment(ipr, host, self.config)
 
     def _forget_gone(self, view: Mapping[str, set[str]]) -> None:
         """Drop state entries whose veth is gone and that Docker no longer reports."""
@@ -252,56 +306,6 @@ def _docker_veths(config: WiringConfig) -> dict[str, tuple[str, str]]:
         for host, (net, ep_id, _) in attachments.list_attachments(config).items()
         if net.startswith(ALIAS_NET_PREFIX)
     }
-
-
-def _delete_veth(host: str) -> bool:
-    with IPRoute() as ipr:
-        return attachments.delete_link(ipr, host)
-
-
-def _place_extra_ips(
-    ep_id: str, sandbox: str, mac: str, ips: tuple[str, ...], timeout: float
-) -> None:
-    """Put the extra IPs on the container's lo once libnetwork has moved our peer in.
-
-    Not at Join: dockerd joins in a placeholder namespace, and only at container start
-    (libnetwork-setkey hook) bind-mounts the container's own over the same SandboxKey
-    path. Our peer (known by its MAC) showing up there says it is the real one.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if _sandbox_has_mac(sandbox, mac):
-                _sandbox_addresses("add", sandbox, ips)
-                log.info("extra_ips_placed endpoint=%s ips=%s", ep_id[:12], ",".join(ips))
-                return
-        except (NetlinkError, OSError) as e:
-            log.debug("extra_ips_retry endpoint=%s error=%s", ep_id[:12], e)
-        time.sleep(0.05)  # polling the sandbox: nothing tells us when libnetwork is done
-    log.error("extra_ips_not_placed endpoint=%s sandbox=%s: container interface never "
-              "appeared", ep_id[:12], sandbox)  # fmt: skip
-
-
-def _sandbox_has_mac(sandbox: str, mac: str) -> bool:
-    if not Path(sandbox).exists():
-        return False
-    with IPRoute(netns=sandbox, flags=0) as ipr:
-        return any(link.get("address") == mac for link in ipr.get_links())
-
-
-def _sandbox_addresses(op: str, sandbox: str, ips: Iterable[str]) -> None:
-    """Add or delete ips as host prefixes on the sandbox's lo (skipped if it is gone)."""
-    parsed = [wiring.parse_ip(ip) for ip in ips]
-    if not parsed or not sandbox or not Path(sandbox).exists():
-        return
-    with IPRoute(netns=sandbox, flags=0) as ipr:
-        index = ipr.link_lookup(ifname="lo")[0]
-        for ip in parsed:
-            try:
-                ipr.addr(op, index=index, address=str(ip), prefixlen=ip.max_prefixlen)
-            except NetlinkError as e:
-                if e.code not in (errno.EEXIST, errno.EADDRNOTAVAIL):
-                    raise
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -385,8 +389,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resync-interval", type=float, default=300.0, help="seconds")
     p.add_argument("--host-veth-prefix", default="vethr")
     p.add_argument("--mtu", type=int, default=1500)
-    p.add_argument("--table", type=int, default=wiring.MAIN_TABLE)
-    p.add_argument("--route-protocol", type=int, default=wiring.DEFAULT_ROUTE_PROTOCOL)
+    p.add_argument("--table", type=int, default=scheme.MAIN_TABLE)
+    p.add_argument("--route-protocol", type=int, default=scheme.DEFAULT_ROUTE_PROTOCOL)
+    p.add_argument(
+        "--lock-file",
+        default=scheme.DEFAULT_LOCK_FILE,
+        help="flock shared with the CNI plugin around shared (anycast) routes",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)  # fmt: skip
 
@@ -398,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="announcer-docker-routed %(levelname)s %(message)s")  # fmt: skip
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        config = WiringConfig(args.host_veth_prefix, args.mtu, args.table, args.route_protocol)
+        config = WiringConfig(args.host_veth_prefix, args.mtu, args.table, args.route_protocol,
+                              args.lock_file)  # fmt: skip
     except ValueError as e:
         log.error("config_invalid error=%s", e)
         sys.exit(EX_CONFIG)  # an entry point may exit: there is no caller to return to

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from announcer.cni import wiring
-from announcer.cni.wiring import IPAddress, WiringConfig, WiringError
+from announcer.cni import scheme
+from announcer.cni.scheme import IPAddress, WiringConfig, WiringError
 
 MIME = "application/vnd.docker.plugins.v1.2+json"
 EXTRA_IPS_OPTION = "anycast.ips"
@@ -42,7 +42,7 @@ class Endpoint:
 
 
 def host_veth(endpoint_id: str, config: WiringConfig) -> str:
-    return wiring.host_ifname(endpoint_id, CONTAINER_IF_PREFIX, config.host_veth_prefix)
+    return scheme.host_ifname(endpoint_id, CONTAINER_IF_PREFIX, config.host_veth_prefix)
 
 
 def peer_veth(endpoint_id: str) -> str:
@@ -67,7 +67,7 @@ def parse_extra_ips(options: Mapping[str, Any]) -> tuple[IPAddress, ...]:
         raise DriverError(f"{EXTRA_IPS_OPTION}={value!r}: must be a string of IPs")
     words = value.replace(",", " ").replace(";", " ").split()
     try:
-        return tuple(wiring.parse_ip(w) for w in words)
+        return tuple(scheme.parse_ip(w) for w in words)
     except WiringError as e:
         raise DriverError(f"{EXTRA_IPS_OPTION}={value!r}: {e}") from None
 
@@ -77,7 +77,7 @@ def parse_interface(body: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     iface = body.get("Interface") or {}
     found = [iface.get("Address"), iface.get("AddressIPv6")]
     try:
-        ips = tuple(wiring.parse_ip(a) for a in found if a)
+        ips = tuple(scheme.parse_ip(a) for a in found if a)
     except WiringError as e:
         raise DriverError(str(e)) from None
     if not ips:
@@ -92,17 +92,17 @@ def render_join(endpoint: Endpoint, *, gateway: bool = True) -> dict[str, Any]:
     gateway=False (the sandbox already has an endpoint of ours, hence those routes):
     no static routes, they would collide and fail the join (EEXIST).
     """
-    versions = {wiring.parse_ip(ip).version for ip in endpoint.ips + endpoint.extra_ips}
+    versions = {scheme.parse_ip(ip).version for ip in endpoint.ips + endpoint.extra_ips}
     routes: list[dict[str, Any]] = []
     if not gateway:
         versions = set()
     if 4 in versions:
-        gw4 = str(wiring.HOST_GATEWAY_V4)
+        gw4 = str(scheme.HOST_GATEWAY_V4)
         routes += [{"Destination": f"{gw4}/32", "RouteType": 1},
                    {"Destination": "0.0.0.0/0", "RouteType": 0, "NextHop": gw4}]  # fmt: skip
     if 6 in versions:
         routes.append({"Destination": "::/0", "RouteType": 0,
-                       "NextHop": str(wiring.HOST_GATEWAY_V6)})  # fmt: skip
+                       "NextHop": str(scheme.HOST_GATEWAY_V6)})  # fmt: skip
     return {
         "InterfaceName": {
             "SrcName": peer_veth(endpoint.endpoint_id),

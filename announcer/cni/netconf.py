@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from announcer.cni.wiring import (
+from announcer.cni.mesos import ARGS_KEY as MESOS_ARGS_KEY
+from announcer.cni.mesos import MesosArgsError, extra_ips_from_mesos
+from announcer.cni.scheme import (
     HOST_GATEWAY_V4,
     HOST_GATEWAY_V6,
     IPAddress,
@@ -45,7 +47,8 @@ _CNI_KEYS = {"cniVersion", "name", "type", "ipam", "dns", "args", "runtimeConfig
              "cni.dev/valid-attachments"}  # fmt: skip
 # Ours, with their JSON type.
 _OWN_KEYS: dict[str, type] = {"hostVethPrefix": str, "mtu": int, "table": int,
-                              "routeProtocol": int}  # fmt: skip
+                              "routeProtocol": int, "lockFile": str,
+                              "libcniCacheDir": str}  # fmt: skip
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PLUGIN_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 EXTRA_IPS_KEY = "extraIPs"  # args.cni.extraIPs and runtimeConfig.extraIPs
@@ -74,6 +77,8 @@ class NetConf:
     prev_result: Mapping[str, Any] | None
     dns: Mapping[str, Any] | None
     valid_attachments: tuple[tuple[str, str], ...] = field(default=())
+    ipam: Mapping[str, Any] = field(default_factory=dict)  # the whole ipam object
+    libcni_cache_dir: str | None = None  # GC: the runtime's libcni cache to reclaim in
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ def parse_netconf(raw: bytes, command: str = "ADD") -> NetConf:
     _need(prev is None or isinstance(prev, dict), "prevResult", prev, "must be an object")
     dns = doc.get("dns")
     _need(dns is None or isinstance(dns, dict), "dns", dns, "must be an object")
+    cache = doc.get("libcniCacheDir")
+    absolute = isinstance(cache, str) and cache.startswith("/")
+    _need(cache is None or absolute, "libcniCacheDir", cache, "must be an absolute path")
     return NetConf(
         cni_version=version,
         name=name,
@@ -138,6 +146,8 @@ def parse_netconf(raw: bytes, command: str = "ADD") -> NetConf:
         prev_result=prev,
         dns=dns,
         valid_attachments=_valid_attachments(doc) if command == "GC" else (),
+        ipam=ipam,
+        libcni_cache_dir=cache,
     )
 
 
@@ -151,6 +161,7 @@ def _wiring_config(doc: Mapping[str, Any]) -> WiringConfig:
         "mtu": doc.get("mtu"),
         "table": doc.get("table"),
         "route_protocol": doc.get("routeProtocol"),
+        "lock_file": doc.get("lockFile"),
     }
     try:
         return WiringConfig(**{k: v for k, v in given.items() if v is not None})
@@ -180,6 +191,10 @@ def _extra_ips_from_config(doc: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     _need(isinstance(runtime, dict), "runtimeConfig", runtime, "must be an object")
     if EXTRA_IPS_KEY in runtime:
         found += _ip_list(f"runtimeConfig.{EXTRA_IPS_KEY}", runtime[EXTRA_IPS_KEY])
+    try:
+        found += extra_ips_from_mesos(args)
+    except MesosArgsError as e:  # the message quotes the value, escaped and shortened
+        raise CNIError(INVALID_CONFIG, str(e), f"args.{MESOS_ARGS_KEY}") from None
     return found
 
 

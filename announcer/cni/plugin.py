@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from announcer.cni import netconf, wiring
+from announcer.cni import attachments, netconf, reclaim, wiring
 from announcer.cni.netconf import CNIError, Environment, NetConf
+from announcer.cni.scheme import AddressInUse, NetnsNotFound, WiringError
 
 log = logging.getLogger("announcer.cni")
 IPAM_TIMEOUT_SECONDS = 120
@@ -36,10 +37,17 @@ def find_plugin(name: str, path: tuple[str, ...]) -> Path:
     )
 
 
-def run_ipam(conf: NetConf, env: Environment, raw: bytes, command: str) -> dict[str, Any]:
-    """Run the IPAM plugin for command with our stdin and environment; its result or CNIError."""
+def run_ipam(
+    conf: NetConf,
+    env: Environment,
+    raw: bytes,
+    command: str,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the IPAM plugin for command with our stdin and environment (CNI_* overrides
+    replaced); its result or CNIError."""
     binary = find_plugin(conf.ipam_type, env.path)
-    child_env = dict(os.environ, CNI_COMMAND=command)
+    child_env = dict(os.environ, CNI_COMMAND=command, **(overrides or {}))
     try:
         proc = subprocess.run(
             [str(binary)], input=raw, env=child_env, capture_output=True,
@@ -63,10 +71,10 @@ def run_ipam(conf: NetConf, env: Environment, raw: bytes, command: str) -> dict[
     return doc
 
 
-def _wiring_error(e: wiring.WiringError) -> CNIError:
-    if isinstance(e, wiring.AddressInUse):
+def _wiring_error(e: WiringError) -> CNIError:
+    if isinstance(e, AddressInUse):
         return CNIError(netconf.ADDRESS_IN_USE, str(e), f"ip={e.ip} device={e.device}")
-    if isinstance(e, wiring.NetnsNotFound):
+    if isinstance(e, NetnsNotFound):
         return CNIError(netconf.CONTAINER_UNKNOWN, str(e))
     return CNIError(netconf.WIRING_FAILED, str(e))
 
@@ -81,7 +89,7 @@ def cmd_add(conf: NetConf, env: Environment, raw: bytes) -> dict[str, Any]:
         )  # fmt: skip
     except BaseException as e:
         _release(conf, env, raw)
-        if isinstance(e, wiring.WiringError):
+        if isinstance(e, WiringError):
             raise _wiring_error(e) from e
         raise
     interfaces = [
@@ -106,7 +114,7 @@ def cmd_del(conf: NetConf, env: Environment, raw: bytes) -> None:
             env.netns or None, ifname=env.ifname, container_id=env.container_id,
             config=conf.wiring,
         )  # fmt: skip
-    except wiring.WiringError as e:
+    except WiringError as e:
         raise _wiring_error(e) from e
     log.info("container_deleted container=%s removed=%s", env.container_id, removed)
     run_ipam(conf, env, raw, "DEL")
@@ -116,17 +124,25 @@ def cmd_check(conf: NetConf, env: Environment, raw: bytes) -> None:
     if conf.prev_result is None:
         raise CNIError(netconf.INVALID_CONFIG, "CHECK needs prevResult in the network config")
     run_ipam(conf, env, raw, "CHECK")
-    ips = netconf.ipam_ips(conf.prev_result)
+    extra = netconf.extra_ips(conf, env)
+    primary = [ip for ip in netconf.ipam_ips(conf.prev_result) if ip not in extra]
     try:
         problems = wiring.check_container(
-            env.netns, ips, ifname=env.ifname, container_id=env.container_id,
+            env.netns, primary, extra, ifname=env.ifname, container_id=env.container_id,
             config=conf.wiring,
         )  # fmt: skip
-    except wiring.WiringError as e:
+    except WiringError as e:
         raise _wiring_error(e) from e
     if problems:
         raise CNIError(netconf.WIRING_FAILED, f"container {env.container_id} is not wired as "
                        f"expected: {problems[0]}", "; ".join(problems))  # fmt: skip
+
+
+def ipam_versions(conf: NetConf, env: Environment) -> list[str]:
+    """The CNI versions the IPAM plugin supports (VERSION), [] if it does not say."""
+    doc = run_ipam(conf, env, json.dumps({"cniVersion": conf.cni_version}).encode(), "VERSION")
+    found = doc.get("supportedVersions")
+    return [str(v) for v in found] if isinstance(found, list) else []
 
 
 def cmd_status(conf: NetConf, env: Environment, raw: bytes) -> None:
@@ -134,16 +150,42 @@ def cmd_status(conf: NetConf, env: Environment, raw: bytes) -> None:
         find_plugin(conf.ipam_type, env.path)
     except CNIError as e:
         raise CNIError(netconf.NOT_AVAILABLE, e.msg, e.details) from e
-    if conf.cni_version == "1.1.0":
+    if "1.1.0" in ipam_versions(conf, env):
         run_ipam(conf, env, raw, "STATUS")
 
 
 def cmd_gc(conf: NetConf, env: Environment, raw: bytes) -> None:
-    """Remove veths of this network whose attachment the runtime no longer knows."""
+    """Remove what belongs to attachments the runtime no longer knows: veths (out of their
+    shared routes), unused nexthops, IPAM leases (reclaim.py), the libcni cache if named."""
     valid = {(cid, ifname) for cid, ifname in conf.valid_attachments}
-    removed = wiring.collect_garbage(conf.name, valid, conf.wiring)
+    removed = attachments.collect_garbage(conf.name, valid, conf.wiring)
     log.info("gc_done network=%s removed=%s", conf.name, ",".join(removed) or "-")
-    run_ipam(conf, env, raw, "GC")
+    versions = ipam_versions(conf, env)
+    if "1.1.0" in versions:
+        run_ipam(conf, env, raw, "GC")
+    elif conf.ipam_type == "host-local":
+        _release_stale_leases(conf, env, raw, valid, versions)
+    else:
+        log.warning("ipam_gc_unsupported plugin=%s versions=%s: its leases stay",
+                    conf.ipam_type, ",".join(versions) or "-")  # fmt: skip
+    if conf.libcni_cache_dir:
+        cached = reclaim.remove_cached_results(Path(conf.libcni_cache_dir), conf.name, valid)
+        log.info("gc_cache_reclaimed network=%s removed=%s", conf.name, ",".join(cached) or "-")
+
+
+def _release_stale_leases(
+    conf: NetConf, env: Environment, raw: bytes, valid: set[tuple[str, str]], versions: list[str]
+) -> None:
+    """host-local without GC: have it release each lease of a gone attachment (DEL)."""
+    usable = [v for v in netconf.SUPPORTED_VERSIONS if v in versions and v != "1.1.0"]
+    doc = {k: v for k, v in json.loads(raw).items() if k != "cni.dev/valid-attachments"}
+    stdin = json.dumps(dict(doc, cniVersion=usable[-1] if usable else "1.0.0")).encode()
+    lease_dir = reclaim.host_local_dir(conf.ipam, conf.name)
+    for ip, cid, ifname in reclaim.stale_leases(lease_dir, valid):
+        run_ipam(conf, env, stdin, "DEL",
+                 {"CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_NETNS": ""})  # fmt: skip
+        log.info("lease_released network=%s ip=%s container=%s ifname=%s", conf.name, ip, cid,
+                 ifname)  # fmt: skip
 
 
 def handle(raw: bytes, environ: Mapping[str, str]) -> dict[str, Any] | None:

@@ -7,10 +7,12 @@ CNI_* in the environment. Nothing here touches the root namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,10 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.netlab import REPO, netns, sh
+from tests.netlab import REPO, RouteMonitor, netns, poll, sh
 
 CNI_DIR = Path("/usr/lib/cni")
 PLUGIN = REPO / ".venv" / "bin" / "announcer-routed"
+# The flock around shared routes: never the machine's /run/lock one.
+LOCK_FILE = Path(tempfile.gettempdir()) / f"aa-routed-tests-{os.getpid()}.lock"
 
 
 def _missing() -> str | None:
@@ -42,6 +46,13 @@ def cni_ready() -> None:
     reason = _missing()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lock_file_removed() -> Iterator[None]:
+    """The plugins' lock file of this session goes at its end, whichever tests made it."""
+    yield
+    LOCK_FILE.unlink(missing_ok=True)
 
 
 @dataclass
@@ -121,7 +132,7 @@ def containers() -> Iterator[Callable[[], str]]:
 
 def netconf(ipam: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": "routed", "type": "announcer-routed",
-            "ipam": ipam, **extra}  # fmt: skip
+            "ipam": ipam, "lockFile": str(LOCK_FILE), **extra}  # fmt: skip
 
 
 def static_ipam(*addresses: str) -> dict[str, Any]:
@@ -148,3 +159,48 @@ def routes(ns: str, family: int = 4, table: str = "main") -> list[dict[str, Any]
 
 def sysctl(ns: str, key: str) -> str:
     return sh(ns, "sysctl", "-n", key).stdout.strip()
+
+
+def route_devs(route: dict[str, Any]) -> frozenset[str]:
+    """The devices of one `ip -j route` entry, in either shape (dev, or nexthops)."""
+    if "nexthops" in route:
+        return frozenset(str(nh["dev"]) for nh in route["nexthops"])
+    return frozenset({str(route["dev"])}) if "dev" in route else frozenset()
+
+
+def our_routes(ns: str, family: int = 4, table: str = "main") -> dict[str, frozenset[str]]:
+    """dst -> devices of every route with protocol 180 (plain or shared)."""
+    return {
+        r["dst"]: route_devs(r) for r in routes(ns, family, table) if r.get("protocol") == "180"
+    }
+
+
+def nexthops(ns: str) -> list[dict[str, Any]]:
+    """`ip -j nexthop` of the namespace: every nexthop object."""
+    found: list[dict[str, Any]] = ip_json(ns, "nexthop", "show")
+    return found
+
+
+@contextlib.contextmanager
+def route_monitor(ns: str, path: Path) -> Iterator[RouteMonitor]:
+    """netlab's RouteMonitor, proved listening by a probe route added *and deleted* until
+    seen: RouteMonitor.running re-probes with `ip route replace`, which this kernel (6.18)
+    does not notify when the route is unchanged, so a first probe sent before `ip monitor`
+    subscribed is never seen again."""
+    monitor = RouteMonitor(ns, path)
+    probe = RouteMonitor.PROBE
+
+    def probed() -> bool:
+        if probe.removesuffix("/32") in monitor.text():
+            return True
+        sh(ns, "ip", "route", "add", "blackhole", probe, check=False)
+        sh(ns, "ip", "route", "del", "blackhole", probe, check=False)
+        return False
+
+    try:
+        poll(probed, 20, "route monitor ready", interval=0.2)
+        yield monitor
+    finally:
+        monitor._proc.terminate()
+        monitor._proc.wait(5)
+        monitor._out.close()

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,11 +23,20 @@ import pytest
 
 from announcer.cni.attachments import render_alias
 from announcer.cni.libnetwork import host_veth
-from announcer.cni.wiring import WiringConfig
+from announcer.cni.scheme import WiringConfig, host_ifname
 from tests import dockerd as dockerd_harness
-from tests.cni.conftest import ip_json, links, routes
+from tests.cni.conftest import (
+    LOCK_FILE,
+    Runtime,
+    ip_json,
+    links,
+    netconf,
+    our_routes,
+    route_monitor,
+    static_ipam,
+)
 from tests.dockerd import Dockerd, dockerd
-from tests.netlab import REPO, RouteMonitor, netns, poll, sh
+from tests.netlab import REPO, netns, poll, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.docker, pytest.mark.slow]
 
@@ -71,7 +81,7 @@ class Driver:
         # which never sees the bind mount dockerd later puts on a SandboxKey path.
         argv = ["nsenter", f"--net=/run/netns/{self.ns}", str(DRIVER), "--socket", str(self.socket),
                 "--state-dir", str(self.workdir / "state"), "--docker-host", self.docker_host,
-                "--resync-interval", "3600", "-v"]  # fmt: skip
+                "--resync-interval", "3600", "--lock-file", str(LOCK_FILE), "-v"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
         poll(self._answers, 20, f"driver {self.name} answering ({self.log_path})")
 
@@ -116,17 +126,22 @@ class Host:
     network: str
     network_id: str
 
-    def endpoint_id(self, container: str) -> str:
+    def endpoint_id(self, container: str, network: str = "") -> str:
         nets = json.loads(self.docker.cli("inspect", "-f", "{{json .NetworkSettings.Networks}}",
                                           container).stdout)  # fmt: skip
-        return str(nets[self.network]["EndpointID"])
+        return str(nets[network or self.network]["EndpointID"])
 
-    def veth(self, container: str) -> str:
-        return host_veth(self.endpoint_id(container), WiringConfig())
+    def veth(self, container: str, network: str = "") -> str:
+        return host_veth(self.endpoint_id(container, network), WiringConfig())
 
-    def host_routes(self) -> dict[str, str]:
-        """dst -> dev of the host routes with our protocol (180)."""
-        return {r["dst"]: r["dev"] for r in routes(self.ns) if r.get("protocol") == "180"}
+    def host_routes(self, family: int = 4) -> dict[str, str]:
+        """dst -> devs ("a,b", sorted) of the host routes with our protocol (180)."""
+        return {dst: ",".join(sorted(devs)) for dst, devs in our_routes(self.ns, family).items()}
+
+    def wait_routes(self, expected: dict[str, str], family: int = 4) -> None:
+        """Extra IPs are routed once the container end is up, just after `docker run`."""
+        poll(lambda: self.host_routes(family) == expected, 20,
+             f"host routes {expected} (now {self.host_routes(family)})")  # fmt: skip
 
     def run(self, name: str, network_arg: str) -> str:
         self.docker.cli("run", "-d", "--name", name, "--network", network_arg,
@@ -187,7 +202,7 @@ def test_run_wires_routes_and_containers_reach_each_other(host: Host) -> None:
     c2 = host.run("c2", f"name={host.network},ip=10.30.0.6,driver-opt=anycast.ips=10.9.9.9")
     v1, v2 = host.veth(c1), host.veth(c2)
 
-    assert host.host_routes() == {"10.30.0.5": v1, "10.30.0.6": v2, "10.9.9.9": v2}
+    host.wait_routes({"10.30.0.5": v1, "10.30.0.6": v2, "10.9.9.9": v2})
     hl = links(host.ns)
     assert hl[v1]["operstate"] == "UP"
     addrs = ip_json(host.ns, "-4", "addr", "show", "dev", v1)[0]["addr_info"]
@@ -209,21 +224,35 @@ def test_run_wires_routes_and_containers_reach_each_other(host: Host) -> None:
     docker.cli("exec", c1, "ping", "-c1", "-W2", "10.9.9.9")
     docker.cli("exec", c2, "ping", "-c1", "-W2", "10.30.0.5")
 
-    # The same IP twice on this host is refused, naming the IP and who has it; nothing leaks.
-    before = set(links(host.ns))
-    dup = docker.cli("run", "-d", "--name", "c3", "--network",
-                     f"name={host.network},ip=10.30.0.7,driver-opt=anycast.ips=10.9.9.9",
-                     docker.image, "sleep", "600", check=False)  # fmt: skip
-    assert dup.returncode != 0
-    assert f"address 10.9.9.9 is already routed on this host via {v2}" in dup.stderr
-    assert set(links(host.ns)) == before
-    docker.cli("rm", "-f", "c3")
+    # An extra IP is shared: c3's veth joins 10.9.9.9's route, and leaves it at `docker rm`.
+    c3 = host.run("c3", f"name={host.network},ip=10.30.0.7,"
+                  "driver-opt=anycast.ips=10.9.9.9;10.30.0.200")  # fmt: skip
+    v3 = host.veth(c3)
+    host.wait_routes({"10.30.0.5": v1, "10.30.0.6": v2, "10.30.0.7": v3,
+                      "10.9.9.9": ",".join(sorted((v2, v3))), "10.30.0.200": v3})  # fmt: skip
+    poll(lambda: "inet 10.9.9.9/32" in docker.cli("exec", c3, "ip", "addr", "show", "lo").stdout,
+         10, "anycast IP on c3's lo")  # fmt: skip
+    docker.cli("exec", c1, "ping", "-c1", "-W2", "10.9.9.9")
 
-    # docker rm -f: the veth and every host route through it go.
+    # Refused, naming the IP and who has it, nothing leaking: an extra IP that is someone's
+    # primary, a primary IP that is someone's extra.
+    before = set(links(host.ns))
+    for name, net, ip, owner in (("c4", "ip=10.30.0.8,driver-opt=anycast.ips=10.30.0.5",
+                                  "10.30.0.5", v1),
+                                 ("c5", "ip=10.30.0.200", "10.30.0.200", v3)):  # fmt: skip
+        dup = docker.cli("run", "-d", "--name", name, "--network", f"name={host.network},{net}",
+                         docker.image, "sleep", "600", check=False)  # fmt: skip
+        assert dup.returncode != 0
+        assert f"address {ip} is already routed on this host via {owner}" in dup.stderr
+        assert set(links(host.ns)) == before
+        docker.cli("rm", "-f", name)
+
+    # docker rm -f: the veth and every host route through it go; a shared one stays for c3.
     docker.cli("rm", "-f", c2)
-    assert host.host_routes() == {"10.30.0.5": v1}
+    assert host.host_routes() == {"10.30.0.5": v1, "10.30.0.7": v3, "10.9.9.9": v3,
+                                  "10.30.0.200": v3}  # fmt: skip
     assert v2 not in links(host.ns)
-    docker.cli("rm", "-f", c1)
+    docker.cli("rm", "-f", c1, c3)
     assert host.host_routes() == {}
 
 
@@ -245,7 +274,7 @@ def test_restart_adopts_running_endpoints_and_removes_orphans(host: Host, tmp_pa
     _orphan(host.ns, "vethrorphan2", host.network_id, "d" * 64, "10.30.9.2")
     sh(host.ns, "ip", "link", "add", "vethrforeign", "type", "veth", "peer", "name", "pforeign")
 
-    with RouteMonitor.running(host.ns, tmp_path / "monitor.log") as monitor:
+    with route_monitor(host.ns, tmp_path / "monitor.log") as monitor:
         resyncs = driver.log().count("resync_done")
         driver.stop(signal.SIGKILL)  # a crash: nothing gets to clean up
         driver.start()
@@ -254,7 +283,7 @@ def test_restart_adopts_running_endpoints_and_removes_orphans(host: Host, tmp_pa
         poll(lambda: driver.log().count("resync_done") > resyncs, 20, "first resync")
         assert monitor.deleted("10.30.0.8") == []
         assert monitor.deleted("10.9.9.8") == []
-    assert host.host_routes() == {"10.30.0.8": v1, "10.9.9.8": v1}
+    host.wait_routes({"10.30.0.8": v1, "10.9.9.8": v1})
     assert "vethrforeign" in links(host.ns)
     _status, info = driver.post("NetworkDriver.EndpointOperInfo",
                                {"NetworkID": host.network_id, "EndpointID": ep1})  # fmt: skip
@@ -279,7 +308,7 @@ def test_connect_with_driver_opt_and_disconnect(host: Host) -> None:
     docker.cli("network", "connect", "--ip", "10.30.0.9", "--driver-opt",
                "anycast.ips=10.9.9.10;10.9.9.11", host.network, "k1")  # fmt: skip
     veth = host.veth("k1")
-    assert host.host_routes() == {**first, "10.30.0.9": veth, "10.9.9.10": veth, "10.9.9.11": veth}
+    host.wait_routes({**first, "10.30.0.9": veth, "10.9.9.10": veth, "10.9.9.11": veth})
     poll(lambda: "10.9.9.11/32" in docker.cli("exec", "k1", "ip", "addr", "show", "lo").stdout,
          10, "anycast IPs on k1's lo")  # fmt: skip
 
@@ -324,3 +353,90 @@ def test_nothing_deleted_while_dockerd_cannot_be_asked(host: Host, tmp_path: Pat
         blind.stop()
         blind.socket.unlink(missing_ok=True)
         sh(host.ns, "ip", "link", "del", "vethrorphan3")
+
+
+def test_shared_anycast_ip_in_parallel_and_with_cni_containers(host: Host, cni_ready: None) -> None:
+    """Docker containers started and removed at once, and a CNI container of the same host,
+    share one anycast IP: its route's nexthops are exactly their veths (one lock file)."""
+    docker, names = host.docker, [f"p{i}" for i in range(4)]
+    net = f"name={host.network},driver-opt=anycast.ips=10.9.9.20"
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda n: host.run(n, net), names))
+    veths = {n: host.veth(n) for n in names}
+    with netns("cnic") as ctr:
+        conf = netconf(static_ipam("10.33.0.5/24"), args={"cni": {"extraIPs": ["10.9.9.20"]}})
+        assert Runtime(host.ns).add(conf, "cni-1", ctr).ok
+        cni_veth = host_ifname("cni-1", "eth0")
+        host.wait_routes({**{ip: v for ip, v in host.host_routes().items() if ip != "10.9.9.20"},
+                          "10.9.9.20": ",".join(sorted([*veths.values(), cni_veth]))})  # fmt: skip
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda n: docker.cli("rm", "-f", n), names[:2]))
+        assert host.host_routes()["10.9.9.20"] == ",".join(
+            sorted([veths["p2"], veths["p3"], cni_veth])
+        )
+        docker.cli("rm", "-f", *names[2:])
+        assert host.host_routes()["10.9.9.20"] == cni_veth
+        assert Runtime(host.ns).delete(conf, "cni-1", ctr).ok
+    assert "10.9.9.20" not in host.host_routes()
+
+
+def test_resync_puts_a_dropped_member_back(host: Host) -> None:
+    """The kernel drops a veth's nexthop for good when the veth loses carrier; the driver's
+    resync (here: at its restart) routes the extra IP through it again."""
+    c1 = host.run("d1", f"name={host.network},driver-opt=anycast.ips=10.9.9.21")
+    c2 = host.run("d2", f"name={host.network},driver-opt=anycast.ips=10.9.9.21")
+    v1, v2 = host.veth(c1), host.veth(c2)
+    both = ",".join(sorted((v1, v2)))
+    poll(lambda: host.host_routes().get("10.9.9.21") == both, 20, "both in 10.9.9.21's route")
+    pid = host.docker.cli("inspect", "-f", "{{.State.Pid}}", c1).stdout.strip()
+    for state in ("down", "up"):  # from outside: the container has no CAP_NET_ADMIN
+        sh(None, "nsenter", f"--net=/proc/{pid}/ns/net", "ip", "link", "set", "eth0", state)
+    poll(lambda: host.host_routes().get("10.9.9.21") == v2, 10, "the kernel dropping d1")
+    host.driver.stop()
+    host.driver.start()
+    poll(lambda: host.host_routes().get("10.9.9.21") == both, 20, "d1 back after the resync")
+    assert "shared_route_repaired" in host.driver.log()
+    host.docker.cli("rm", "-f", c1, c2)
+
+
+def test_ipv6_network_ip6_and_v6_anycast(host: Host) -> None:
+    """A dual-stack network (--ipv6): --ip6 primaries routed as /128, v6 anycast IPs on lo
+    and shared, the container's default route via fe80::1, reachable across the host."""
+    docker, name = host.docker, f"{host.network}-v6"
+    sh(host.ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")  # docs/routed.md: the host's
+    docker.cli("network", "create", "-d", host.driver.name, "--ipv6", "--subnet", "10.34.0.0/24",
+               "--subnet", "fd00:34::/64", name)  # fmt: skip
+    try:
+        c1 = host.run("v1", f"name={name},ip=10.34.0.5,ip6=fd00:34::5")
+        anycast = "driver-opt=anycast.ips=fd00:9::34;10.9.9.34"
+        c2 = host.run("v2", f"name={name},ip=10.34.0.6,ip6=fd00:34::6,{anycast}")
+        c3 = host.run("v3", f"name={name},ip=10.34.0.7,ip6=fd00:34::7,{anycast}")
+        v1, v2, v3 = (host.veth(c, name) for c in (c1, c2, c3))
+        shared = ",".join(sorted((v2, v3)))
+        host.wait_routes({"fd00:34::5": v1, "fd00:34::6": v2, "fd00:34::7": v3,
+                          "fd00:9::34": shared}, family=6)  # fmt: skip
+        host.wait_routes({"10.34.0.5": v1, "10.34.0.6": v2, "10.34.0.7": v3, "10.9.9.34": shared})
+        host_addrs = ip_json(host.ns, "-6", "addr", "show", "dev", v1)[0]["addr_info"]
+        assert ("fe80::1", 64) in {(a["local"], a["prefixlen"]) for a in host_addrs}
+
+        assert "default via fe80::1 dev eth0" in docker.cli("exec", c1, "ip", "-6", "route").stdout
+        assert "inet6 fd00:34::5/64" in docker.cli("exec", c1, "ip", "addr", "show", "eth0").stdout
+        # v6 extras on eth0 (neighbour discovery answers only there), v4 ones on lo.
+        poll(lambda: "inet6 fd00:9::34/128" in docker.cli("exec", c2, "ip", "addr", "show", "eth0").stdout,
+             10, "v6 anycast IP on v2's eth0")  # fmt: skip
+        assert "inet 10.9.9.34/32" in docker.cli("exec", c2, "ip", "addr", "show", "lo").stdout
+        # libnetwork's fd00:34::/64 on-link route is gone: a neighbour is reached via fe80::1.
+        poll(lambda: "fd00:34::/64" not in docker.cli("exec", c1, "ip", "-6", "route").stdout,
+             10, "the pool's on-link route dropped")  # fmt: skip
+        for dst in ("fd00:34::6", "fd00:9::34", "10.9.9.34"):
+            poll(lambda d=dst: docker.cli("exec", c1, "ping", "-c1", "-W1", d,
+                                          check=False).returncode == 0, 15, f"ping {dst} from v1")  # fmt: skip
+
+        docker.cli("rm", "-f", c2)
+        assert host.host_routes(6) == {"fd00:34::5": v1, "fd00:34::7": v3, "fd00:9::34": v3}
+        docker.cli("exec", c1, "ping", "-c1", "-W2", "fd00:9::34")  # v3 alone serves it now
+        docker.cli("rm", "-f", c1, c3)
+        assert host.host_routes(6) == {}
+    finally:
+        docker.cli("rm", "-f", "v1", "v2", "v3", check=False)
+        docker.cli("network", "rm", name, check=False)

@@ -9,15 +9,14 @@ from typing import Any
 import pytest
 
 from announcer.cni import netconf
+from announcer.cni.attachments import parse_alias, render_alias
 from announcer.cni.netconf import CNIError, parse_netconf
 from announcer.cni.plugin import handle
-from announcer.cni.wiring import (
+from announcer.cni.scheme import (
     WiringConfig,
     WiringError,
     container_mac,
     host_ifname,
-    parse_alias,
-    render_alias,
     validate_ips,
 )
 

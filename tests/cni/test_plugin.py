@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from announcer.cni.wiring import host_ifname
+from announcer.cni.scheme import host_ifname
 from tests.cni.conftest import (
     Runtime,
     host_local_ipam,
     ip_json,
     links,
     netconf,
+    nexthops,
     routes,
     static_ipam,
     sysctl,
@@ -64,7 +65,13 @@ def test_add_wires_host_and_container_ends(runtime: Runtime, containers: NewNs) 
     assert sysctl(host, f"net.ipv6.conf.{veth}.forwarding") == "1"
     hr = _host_routes(host)
     assert set(hr) == {"10.1.0.5", "10.9.9.9"}
-    assert all(r["dev"] == veth and r["scope"] == "link" for r in hr.values())
+    assert (hr["10.1.0.5"]["dev"], hr["10.1.0.5"]["scope"]) == (veth, "link")
+    # The extra IP is a shareable route: through a device nexthop object of ours (which
+    # netlink dumps as a plain `dev` route, as before: the announcer needs no change).
+    assert (hr["10.9.9.9"]["dev"], hr["10.9.9.9"]["protocol"]) == (veth, "180")
+    nhs = {nh["id"]: nh for nh in nexthops(host)}
+    assert (nhs[hr["10.9.9.9"]["nhid"]]["dev"], nhs[hr["10.9.9.9"]["nhid"]]["protocol"]) == (
+        veth, "180")  # fmt: skip
 
     cl = links(c1)["eth0"]
     assert cl["address"] == "02:42:0a:01:00:05"
@@ -211,13 +218,20 @@ def test_check_passes_then_fails_when_broken(runtime: Runtime, containers: NewNs
     assert reply.ok, reply
     assert reply.doc is None, reply
 
+    sh(runtime.host, "ip", "route", "del", "10.1.0.5/32")
+    reply = runtime.call("CHECK", checked, "cid-1", c1)
+    assert reply.rc == 1, reply
+    assert "host route 10.1.0.5/32 dev vethr" in reply.doc["msg"], reply
+
+    sh(runtime.host, "ip", "route", "add", "10.1.0.5/32", "dev", host_ifname("cid-1", "eth0"),
+       "proto", "180", "scope", "link")  # fmt: skip
+    assert runtime.call("CHECK", checked, "cid-1", c1).ok
     sh(runtime.host, "ip", "route", "del", "10.9.9.9/32")
     reply = runtime.call("CHECK", checked, "cid-1", c1)
     assert reply.rc == 1, reply
-    assert "10.9.9.9/32" in reply.doc["msg"], reply
-
-    sh(runtime.host, "ip", "route", "add", "10.9.9.9/32", "dev", host_ifname("cid-1", "eth0"),
-       "proto", "180", "scope", "link")  # fmt: skip
+    assert "shared host route 10.9.9.9/32 proto 180 table 254 is missing" in reply.doc["msg"]
+    assert runtime.delete(conf, "cid-1", c1).ok
+    assert runtime.add(conf, "cid-1", c1).ok
     assert runtime.call("CHECK", checked, "cid-1", c1).ok
     sh(c1, "ip", "route", "del", "default")
     reply = runtime.call("CHECK", checked, "cid-1", c1)

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.cni.conftest import links, routes
+from tests.cni.conftest import LOCK_FILE, links, routes
 from tests.netlab import netns, python, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.cni]
@@ -15,16 +15,17 @@ pytestmark = [pytest.mark.netns, pytest.mark.cni]
 SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from announcer.cni.wiring import AddressInUse, add_container, del_container
-    c1, c2 = sys.argv[1:3]
-    w = add_container(c1, ["fd00:1::5"], ["10.9.9.9"])
+    from announcer.cni.wiring import AddressInUse, WiringConfig, add_container, del_container
+    c1, c2, lock = sys.argv[1:4]
+    cfg = WiringConfig(lock_file=lock)
+    w = add_container(c1, ["fd00:1::5"], ["10.9.9.9"], config=cfg)
     out = {"host": w.host_ifname, "mac": w.mac}
     try:
-        add_container(c2, ["10.9.9.9"])
+        add_container(c2, ["10.9.9.9"], config=cfg)
     except AddressInUse as e:
         out["refused"] = str(e)
-    out["removed"] = [del_container(c1), del_container(c1)]
-    w = add_container(c1, ["fd00:1::5"])  # v6 only
+    out["removed"] = [del_container(c1, config=cfg), del_container(c1, config=cfg)]
+    w = add_container(c1, ["fd00:1::5"], config=cfg)  # v6 only
     out["mac_v6"] = w.mac
     print(json.dumps(out))
     """
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent(
 
 def test_python_api(cni_ready: None) -> None:
     with netns("cnih") as host, netns("cnic") as c1, netns("cnic") as c2:
-        out = json.loads(sh(host, python(), "-c", SCRIPT, c1, c2).stdout)
+        out = json.loads(sh(host, python(), "-c", SCRIPT, c1, c2, str(LOCK_FILE)).stdout)
         assert out["removed"] == [True, False]
         assert "10.9.9.9" in out["refused"]
         assert out["host"] in out["refused"]
