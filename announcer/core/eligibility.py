@@ -124,19 +124,19 @@ class KernelRules:
         return Reason.HOST_ROUTE
 
     def _multipath_verdict(self, prefix: Prefix, via: Via) -> Reason:
-        """Several local instances of one anycast IP: a host route when every path is one
-        (on a selected device, up, no gateway but the instance's own link-local address);
-        ``multipath_route`` when some path is on a device that is not selected, else the
-        first check every path does not pass."""
-        links = self.world.links
-        if any(oif not in links for oif, _ in via.nexthops):
-            return Reason.NO_INTERFACE
-        if any(oif not in self.selected for oif, _ in via.nexthops):
+        """Several local instances of one anycast IP (docs/adr/0004): a host route when its
+        live paths are (on selected devices, no gateway but the instance's own link-local
+        address). A path whose device is gone or lost carrier does not count: the kernel
+        drops it from the group silently, and the route still serves through the others.
+        ``multipath_route`` when a live path is on a device that is not selected."""
+        live = [(oif, gw) for oif, gw in via.nexthops if oif in self.up]
+        if not live:
+            present = any(oif in self.world.links for oif, _ in via.nexthops)
+            return Reason.LINK_DOWN if present else Reason.NO_INTERFACE
+        if any(oif not in self.selected for oif, _ in live):
             return Reason.MULTIPATH_ROUTE
-        if any(gw is not None and not gw.is_link_local for _, gw in via.nexthops):
+        if any(gw is not None and not gw.is_link_local for _, gw in live):
             return Reason.ROUTE_HAS_GATEWAY
-        if any(oif not in self.up for oif, _ in via.nexthops):
-            return Reason.LINK_DOWN
         if not _inside(prefix, self.allow):
             return Reason.PREFIX_NOT_ALLOWED
         return Reason.HOST_ROUTE

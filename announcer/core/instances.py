@@ -160,3 +160,20 @@ def health_targets(world: World, policy: Policy, now: float) -> list[CheckTarget
         if spec is not None and spec.check is not None and instance.ips and not instance.error:
             targets.append(CheckTarget(instance.key, instance.ips[0], spec.check))
     return targets
+
+
+def unhealthy_members(world: World, policy: Policy, now: float) -> frozenset[str]:
+    """Host devices of shared routes (several local instances of one anycast IP) whose
+    instance does not serve now: the host's own multipath must not send them traffic
+    (docs/adr/0004). Found through each instance's own address: its host route's device."""
+    shared = {oif for _, via in world.all_routes() for oif, _ in via.nexthops}
+    if not shared:
+        return frozenset()
+    names: set[str] = set()
+    for instance in trusted_instances(world, policy, now):
+        if not instance.ips or instance_verdict(instance, policy, now, world.health) is None:
+            continue
+        for via in world.routes_of(host_prefix(instance.ips[0])):
+            if via.oif in shared and (name := world.link_name(via.oif)) is not None:
+                names.add(name)
+    return frozenset(names)

@@ -14,7 +14,7 @@ link or address change, or a drain of everything marks everything.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from announcer.events import (
@@ -220,9 +220,20 @@ class World:
 
     def _forget_link(self, index: int) -> None:
         # The kernel drops IPv4 routes and addresses of a deleted device without
-        # sending RTM_DELROUTE for each: forget them here instead of waiting for a dump.
+        # sending RTM_DELROUTE for each, and shrinks nexthop groups silently: forget them
+        # here instead of waiting for a dump.
         self.links.pop(index, None)
-        routes = [KernelRoute(p, *v.fields()) for p, v in self.all_routes() if v.oif != index]
+        routes = []
+        for prefix, via in self.all_routes():
+            if via.oif == index:
+                continue
+            kept = via
+            if via.nexthops:
+                hops = tuple(hop for hop in via.nexthops if hop[0] != index)
+                if not hops:
+                    continue
+                kept = replace(via, nexthops=hops)
+            routes.append(KernelRoute(prefix, *kept.fields()))
         self._load_routes(routes)
         self.addresses = {k: a for k, a in self.addresses.items() if a.index != index}
 

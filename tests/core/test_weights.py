@@ -202,3 +202,32 @@ def test_the_weight_is_always_the_sum_of_the_live_instances(
     decision = decide(w, POLICY, now=100.0)[ANYCAST]
     assert decision.announce == bool(live)
     assert decision.weight == (sum(live) if live else 0)
+
+
+def test_the_devices_of_failing_local_instances_of_a_shared_ip_are_named() -> None:
+    """The host's own multipath must stop sending a failing instance traffic too: the core
+    names its device, found through the instance's own address's route."""
+    from announcer.core.instances import unhealthy_members
+
+    w = fabric()  # 10.200.0.1 over vethr1..3
+    own = []
+    for n in (1, 2, 3):
+        own.append(KernelRoute(Prefix(f"10.100.0.{n}/32"), 254, 180, oif=n))
+    w.apply(
+        KernelSnapshot(
+            (*own, KernelRoute(ANYCAST, 254, 180, nexthops=((1, None), (2, None), (3, None)))),
+            tuple(w.links.values()),
+            (),
+        )
+    )
+    for n in (1, 2, 3):
+        spec = ServiceSpec(ips=(ip_address(f"10.100.0.{n}"), ip_address("10.200.0.1")), check=CHECK)
+        w.apply(
+            InstanceChanged(
+                Instance("docker", f"i{n}", f"web-{n}", InstanceState.SERVING, 0.0, spec.ips, spec)
+            )
+        )
+        w.apply(HealthObserved(("docker", f"i{n}"), n != 2, "", at=0.0))
+    assert unhealthy_members(w, POLICY, 100.0) == {"vethr2"}
+    w.apply(HealthObserved(("docker", "i2"), True, "", at=1.0))
+    assert unhealthy_members(w, POLICY, 100.0) == frozenset()
