@@ -26,13 +26,19 @@ from announcer.daemon.convert import to_damping
 from announcer.events import (
     IFF_LOWER_UP,
     IFF_UP,
+    HealthObserved,
+    Instance,
+    InstanceState,
     KernelLink,
     KernelRoute,
     KernelSnapshot,
     RouteAdded,
     RouteRemoved,
+    SourceListed,
 )
 from announcer.model import Prefix
+from announcer.spec.checks import CheckSpec
+from announcer.spec.labels import ServiceSpec
 
 OIF = 7
 POLICY = Policy(allow=(Prefix("10.0.0.0/8"),), max_routes=10_000_000)
@@ -54,8 +60,12 @@ def _setup(size: int, withdrawn_history: int = 0) -> tuple[World, AnnouncedTable
         table.record(command)
     if withdrawn_history:  # these prefixes leave: one withdraw each, remembered by the damper
         world.apply(KernelSnapshot(tuple(_route(i) for i in range(size)), link, ()))
-        for command in reconciler.step(world, table, 1.0).commands:
-            table.record(command)
+        more = True
+        while more:  # a big change is decided in chunks, one step each
+            step = reconciler.step(world, table, 1.0)
+            for command in step.commands:
+                table.record(command)
+            more = step.more
     return world, table, reconciler
 
 
@@ -80,6 +90,34 @@ def _time_events(size: int, events: int, full: bool, history: int = 0) -> dict[s
     }
 
 
+def _time_instance(size: int, events: int) -> dict[str, Any]:
+    """One instance's health verdict flips (it claims one prefix of the table)."""
+    world, table, reconciler = _setup(size)
+    claimed = _route(0).prefix
+    spec = ServiceSpec(ips=(claimed.network_address,), check=CheckSpec("tcp", port=80))
+    instance = Instance("docker", "c1", "web", InstanceState.SERVING, 0.0, spec.ips, spec)
+    world.apply(SourceListed("docker", (instance,)))  # listed: the sync gate opens
+    world.apply(HealthObserved(instance.key, True))
+    for command in reconciler.step(world, table, 1.0).commands:
+        table.record(command)
+    timings: list[float] = []
+    for n in range(events):
+        started = time.perf_counter()
+        now = 2.0 + 600.0 * n  # far apart: a flap penalty decays (never damped)
+        world.apply(HealthObserved(instance.key, n % 2 == 1, "", now))
+        step = reconciler.step(world, table, now)
+        for command in step.commands:
+            table.record(command)
+        timings.append(time.perf_counter() - started)
+        assert len(step.commands) == 1, step.commands
+    return {
+        "routes": size,
+        "events": events,
+        "mean_ms": round(sum(timings) / len(timings) * 1000, 3),
+        "best_ms": round(min(timings) * 1000, 3),
+    }
+
+
 def _verdict(rows: list[dict[str, Any]], growth_key: str) -> dict[str, Any]:
     small, big = rows[0], rows[-1]
     growth = big["best_ms"] / small["best_ms"] if small["best_ms"] else None
@@ -95,7 +133,9 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), events: int = 4) -> d
     step = [_time_events(size, events * 5, full=False) for size in sizes]
     full = [_time_events(size, events, full=True) for size in sizes]
     history = [_time_events(1_000, events * 5, full=False, history=h) for h in (0, *sizes)]
+    instance = [_time_instance(size, events * 5) for size in sizes]
     return {
+        "instance_health_change": {"rows": instance, **_verdict(instance, "routes")},
         "step_per_route_event": {"rows": step, **_verdict(step, "routes")},
         "full_step": {"rows": full, **_verdict(full, "routes")},
         "step_after_withdrawn_history": {
