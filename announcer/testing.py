@@ -66,6 +66,7 @@ class RecordingExaBGP:
         version: str = "exabgp 5.0.15",
         refuse: Callable[[str], bool] = lambda _line: False,
         silent: bool = False,
+        ignore: Callable[[str], bool] = lambda _line: False,
     ) -> None:
         to_us_r, self._to_us = os.pipe()
         self._from_us, from_us_w = os.pipe()
@@ -75,6 +76,7 @@ class RecordingExaBGP:
         self.version = version
         self.refuse = refuse
         self.silent = silent  # read and record, never answer (a wedged ExaBGP)
+        self.ignore = ignore  # lines answered with nothing at all (4.2.21 on a parse error)
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="fake-exabgp", daemon=True)
@@ -107,7 +109,7 @@ class RecordingExaBGP:
                 line = raw.decode()
                 with self._lock:
                     self.lines.append(line)
-                if not self.silent:
+                if not self.silent and not self.ignore(line):
                     self.tell(*self._answer(line))
 
     def _answer(self, line: str) -> list[str]:

@@ -75,6 +75,7 @@ class Pipe:
         self._unsent: deque[_Pending] = deque()  # held back by the query barrier
         self._writable: list[str] = []
         self._last_progress = clock()
+        self._busy_since: float | None = None  # lines in flight without a break since then
         self.sent = 0
         self.acked = 0
 
@@ -94,6 +95,8 @@ class Pipe:
             self._unsent.popleft()
             if not self._pending:
                 self._last_progress = self._clock()
+                if self._busy_since is None:
+                    self._busy_since = self._last_progress
             self._pending.append(head)
             self._writable.append(head.line)
             self.sent += 1
@@ -110,8 +113,10 @@ class Pipe:
             self.acked += 1
             pending.on_reply(Reply(message.ok, pending.output))
             self._pump()
-            if not self.in_flight and self._on_idle is not None:
-                self._on_idle()
+            if not self.in_flight:
+                self._busy_since = None
+                if self._on_idle is not None:
+                    self._on_idle()
             return None
         if isinstance(message, Text) and self._pending and self._pending[0].query:
             self._pending[0].output.append(message.text)
@@ -123,6 +128,14 @@ class Pipe:
         if not self._pending:
             return 0.0
         return self._clock() - self._last_progress
+
+    def busy_for(self) -> float:
+        """Seconds lines have been in flight without ever all being answered (0: idle)."""
+        return 0.0 if self._busy_since is None else self._clock() - self._busy_since
+
+    @property
+    def query_queued(self) -> bool:
+        return any(p.query for p in (*self._pending, *self._unsent))
 
     @property
     def in_flight(self) -> int:

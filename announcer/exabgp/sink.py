@@ -195,6 +195,17 @@ class ExaBGPSink:
             self.channel.send(render(command))
             self.stats.echoed += 1
         self.upkeep.forget_old_announces(now)
+        pipe = self.channel.pipe
+        if pipe.busy_for() > self.config.ack_timeout_seconds and not pipe.query_queued:
+            # Replies keep coming but never catch up: a line ExaBGP never answered (4.2.21
+            # answers nothing to a line whose parsing raises) makes every later reply look
+            # one line late. A query is written only once everything before it is answered,
+            # and holds back what comes after it: if one reply is missing, the replies stop
+            # and the stall below ends it. (A query's reply is not waited for here.)
+            self.channel.send(VERSION, query=True)
+            log.info(
+                "exabgp_barrier busy_seconds=%.1f in_flight=%d", pipe.busy_for(), pipe.in_flight
+            )
         stalled = self.channel.stalled_for()
         if stalled > self.config.ack_timeout_seconds:
             log.error(

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from ipaddress import ip_address
 from pathlib import Path
 
+import pytest
+
 from announcer.config import Config
 from announcer.daemon.app import Announcer
 from announcer.events import (
@@ -189,3 +191,31 @@ def test_end_of_rib_goes_after_the_routes_and_only_once_the_sources_listed(tmp_p
         wait_until(
             lambda: exabgp.commands().count("neighbor 10.99.0.1 announce eor ipv4 unicast") == 2
         )
+
+
+def test_a_line_exabgp_never_answers_ends_the_announcer_even_under_steady_churn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ExaBGP 4.2.21 answers nothing to a line whose parsing raises: every later reply then
+    looks one line late and the stall clock never runs out while changes keep coming. A
+    query barrier (written only once everything before it is answered) stops the replies,
+    and the announcer exits for a resync (tests/integration/test_exabgp4_silence.py shows
+    the respawn against the real 4.2.21)."""
+    caplog.set_level("INFO", logger="announcer")
+    kernel = FakeKernel([], [VETH])
+    exabgp = RecordingExaBGP(ignore=lambda line: "10.0.0.99/32" in line)
+    settings = {"exabgp": {"watchdog_seconds": 0, "verify_interval_seconds": 0,
+                           "ack_timeout_seconds": 1.0}}  # fmt: skip
+    with running(tmp_path, kernel, exabgp, sections=settings) as app:
+        wait_until(lambda: "show adj-rib out" in exabgp.lines, what="the start-up")
+        app.call(lambda: kernel.push(RouteAdded(route("10.0.0.99/32"))))
+        exabgp.wait_for("announce route 10.0.0.99/32 next-hop self")
+        n = 0
+        while app.thread.is_alive() and n < 100:  # a change every 0.1 s, for up to 10 s
+            n += 1
+            app.call(lambda n=n: kernel.push(RouteAdded(route(f"10.0.1.{n}/32"))))
+            app.thread.join(0.1)  # a pace for the churn, not a synchronisation
+        assert not app.thread.is_alive(), "the announcer kept waiting for a lost reply"
+    assert app.code == 1
+    assert "exabgp_barrier" in caplog.text  # queued, never written: one reply is missing
+    assert "exabgp_not_acknowledging" in caplog.text

@@ -141,3 +141,23 @@ def test_dialect_mismatch() -> None:
     assert not dialect_mismatch("exabgp 5.0.15", 5)
     assert dialect_mismatch("exabgp 4.2.21", 5)
     assert not dialect_mismatch("something else", 5)  # unknown: not claimed as a mismatch
+
+
+def test_busy_counts_from_the_first_line_until_everything_is_answered() -> None:
+    clock = FakeClock()
+    pipe = Pipe(clock)
+    assert pipe.busy_for() == 0.0
+    pipe.submit("announce route 10.0.0.1/32 next-hop self", lambda r: None)
+    clock.advance(3)
+    pipe.submit("announce route 10.0.0.2/32 next-hop self", lambda r: None)
+    pipe.receive("done")  # progress, but never all answered: still busy since the first
+    clock.advance(3)
+    assert pipe.busy_for() == 6
+    assert not pipe.query_queued
+    pipe.submit("version", lambda r: None, query=True)
+    assert pipe.query_queued
+    assert pipe.take_writable()[-1] != "version"  # the barrier waits for the answers
+    pipe.receive("done")
+    assert pipe.take_writable() == ["version"]
+    pipe.receive("done")
+    assert pipe.busy_for() == 0.0
