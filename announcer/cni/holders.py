@@ -39,8 +39,8 @@ from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
-from announcer.cni.host_routes import Routed, family
-from announcer.cni.rtnl import Link, Nexthop, Rtnl
+from announcer.cni.host_routes import Routed
+from announcer.cni.rtnl import Link, Rtnl
 from announcer.cni.scheme import IFNAME_RE, IPAddress, WiringConfig, WiringError
 
 log = logging.getLogger("announcer.cni")
@@ -86,20 +86,11 @@ def holders_of(state: Routed, ctx: Context) -> dict[int, str]:
     return found
 
 
-def own_nexthop(nexthops: dict[int, Nexthop], index: int, fam: int, cfg: WiringConfig) -> bool:
-    return any(nh.oif == index and nh.family == fam and nh.protocol == cfg.route_protocol
-               for nh in nexthops.values())  # fmt: skip
-
-
-def wanted(
-    state: Routed, holders: dict[int, str], ctx: Context, nexthops: dict[int, Nexthop],
-    cfg: WiringConfig,
-) -> set[int]:  # fmt: skip
-    """The ifindexes state.ip should go through: serving, where a holder is usable if it
-    can have a device nexthop (it has one, or its veth has carrier)."""
-    fam = family(state.ip)
-    usable = {i for i in holders if own_nexthop(nexthops, i, fam, cfg)}
-    usable |= {i for i in holders if i in ctx.links and ctx.links[i].carrier}
+def wanted(holders: dict[int, str], ctx: Context) -> set[int]:
+    """The ifindexes a shared route of these holders should go through: serving, where a
+    holder is usable if its veth has carrier (a device nexthop needs it, and the kernel
+    drops one whose veth loses it)."""
+    usable = {i for i in holders if i in ctx.links and ctx.links[i].carrier}
     return serving(holders, usable, ctx.unhealthy)
 
 

@@ -229,9 +229,21 @@ def parse_nexthop(data: bytes, offset: int, end: int) -> Nexthop | None:
     return Nexthop(_U32.unpack(attrs[NHA_ID][:4])[0], family, protocol, oif, group)
 
 
+def _attribute(data: bytes, offset: int, end: int, wanted: int) -> bytes | None:
+    """The first attribute of kind wanted, read no further (a link has dozens)."""
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        if kind & 0x3FFF == wanted:
+            return data[offset + _RTATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return None
+
+
 def parse_link(data: bytes, offset: int, end: int) -> Link | None:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, offset)
-    name = _attributes(data, offset + _IFINFOMSG.size, end).get(IFLA_IFNAME)
+    name = _attribute(data, offset + _IFINFOMSG.size, end, IFLA_IFNAME)  # the first one
     if name is None:
         return None
     return Link(index, name.rstrip(b"\0").decode(errors="replace"), flags)

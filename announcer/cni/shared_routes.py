@@ -163,7 +163,7 @@ def _apply(
     """Give state.ip's route the members the rule wants (keeping the order of those that
     stay); whether it changed. Without may_delete a route is never deleted (only the
     last holder leaving may)."""
-    want = wanted(state, holders, ctx, nexthops, cfg)
+    want = wanted(holders, ctx)
     if member_oifs(state) == want or not (want or may_delete):
         return False
     keep = tuple(m for m in state.members if nexthops[m].oif in want)
@@ -325,13 +325,9 @@ def _pending(rtnl: Rtnl, cfg: WiringConfig) -> bool:
     """Whether some shared route's members differ from the rule's (a read, no lock)."""
     if not any(nh.protocol == cfg.route_protocol for nh in rtnl.nexthops().values()):
         return False
-    states, nexthops = all_routed(rtnl, cfg)
+    states, _ = all_routed(rtnl, cfg)
     ctx = read_context(rtnl, cfg)
-    return any(
-        member_oifs(s) != wanted(s, holders_of(s, ctx), ctx, nexthops, cfg)
-        for s in states
-        if s.shared
-    )
+    return any(member_oifs(s) != wanted(holders_of(s, ctx), ctx) for s in states if s.shared)
 
 
 def set_unhealthy(ifnames: Collection[str], cfg: WiringConfig) -> list[IPAddress]:
@@ -367,7 +363,7 @@ def unserved(ips: Sequence[IPAddress], dev: str, cfg: WiringConfig) -> list[IPAd
         for ip in ips:
             state = routed(rtnl, ip, cfg)
             holders = {**holders_of(state, ctx), **({index: dev} if index is not None else {})}
-            want = wanted(state, holders, ctx, state.nexthops, cfg)
+            want = wanted(holders, ctx)
             if not state.shared or (index in want and index not in member_oifs(state)):
                 found.append(ip)
         return found
