@@ -83,8 +83,11 @@ log = logging.getLogger("announcer.cni")
 @contextmanager
 def route_lock(path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
     """An exclusive flock on path (made if missing) for as long as the block runs."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise WiringError(f"opening lock {path}: {e}") from e
     try:
         deadline = time.monotonic() + timeout
         while True:
