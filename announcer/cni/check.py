@@ -7,6 +7,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from announcer.cni.holders import load_unhealthy
 from announcer.cni.host_routes import has_primary_route, routed
 from announcer.cni.namespaces import container_ipr, link_index, read_sysctl
 from announcer.cni.rtnl import Rtnl
@@ -77,9 +78,11 @@ def _check_routes(
     extra: Sequence[IPAddress],
     cfg: WiringConfig,
 ) -> list[str]:
-    """A plain route per primary IP; each extra IP a shared route with host among its members."""
+    """A plain route per primary IP; each extra IP a shared route with host among its
+    members, unless host is unhealthy (then others may serve it without host)."""
     where = f"proto {cfg.route_protocol} table {cfg.table}"
     problems = []
+    unhealthy = load_unhealthy(cfg)
     with Rtnl() as rtnl:
         for ip in primary:
             if not has_primary_route(rtnl, ip, index, cfg):
@@ -88,7 +91,7 @@ def _check_routes(
             state = routed(rtnl, ip, cfg)
             if not state.shared:
                 problems.append(f"shared host route {ip}/{ip.max_prefixlen} {where} is missing")
-            elif index not in state.oifs():
+            elif index not in state.oifs() and host not in unhealthy:  # else: out for health
                 problems.append(f"shared host route {ip}/{ip.max_prefixlen} {where} "
                                 f"has no nexthop dev {host}")  # fmt: skip
     return problems

@@ -275,14 +275,13 @@ class RoutedDriver:
             host = host_veth(ep_id, self.config)
             if not endpoint.extra_ips or not endpoint.sandbox or not wiring.has_carrier(host):
                 continue
-            missing = [ip for ip in endpoint.extra_ips
-                       if host not in (shared_routes.members(scheme.parse_ip(ip), self.config)
-                                       or "").split(",")]  # fmt: skip
+            extra = [scheme.parse_ip(ip) for ip in endpoint.extra_ips]
+            missing = shared_routes.unserved(extra, host, self.config)  # not out for health
             if missing:
                 try:
                     wiring.share_extra_ips(host, missing, self.config)
                     log.info("shared_route_repaired endpoint=%s ips=%s", ep_id[:12],
-                             ",".join(missing))  # fmt: skip
+                             ",".join(map(str, missing)))  # fmt: skip
                 except WiringError as e:
                     log.error("shared_route_not_repaired endpoint=%s error=%s", ep_id[:12], e)
 

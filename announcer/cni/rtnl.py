@@ -4,7 +4,8 @@ pyroute2 (0.9) knows neither nexthop objects (RTM_*NEXTHOP, kernel >= 5.3) nor a
 RTA_NH_ID, and shared anycast routes are made of both (docs/adr/0004). This module speaks
 exactly what the wiring needs, straight from linux/rtnetlink.h and linux/nexthop.h: route
 dumps in every shape the kernel gives (RTA_OIF; RTA_MULTIPATH, which IPv6 also uses for a
-one-member group; RTA_NH_ID), nexthop dumps, and route/nexthop add, replace and delete.
+one-member group; RTA_NH_ID), nexthop dumps, link dumps (name, index, carrier), and
+route/nexthop add, replace and delete.
 """
 
 from __future__ import annotations
@@ -26,18 +27,22 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS, NLMSGERR_ATTR_MSG = 0x100, 0x200, 1
+RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEXTHOP, RTM_DELNEXTHOP, RTM_GETNEXTHOP = 104, 105, 106
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE, RTA_NH_ID = (
     1, 4, 5, 6, 9, 15, 30
 )  # fmt: skip
 NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6
+IFLA_IFNAME = 3
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
 RTN_UNICAST, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 1, 0, 253
 RT_TABLE_COMPAT = 252  # rtm_table of a table id above 255 (the real one is RTA_TABLE)
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _NHMSG = struct.Struct("=BBBBI")
+_IFINFOMSG = struct.Struct("=BxHiII")
 _RTATTR = struct.Struct("=HH")
 _RTNEXTHOP = struct.Struct("=HBBi")
 _NH_GRP = struct.Struct("=IBBH")
@@ -78,6 +83,20 @@ class Nexthop:
     protocol: int
     oif: int | None = None
     group: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Link:
+    """A network interface: its index, name and flags (IFF_*)."""
+
+    index: int
+    name: str
+    flags: int
+
+    @property
+    def carrier(self) -> bool:
+        """Up with carrier: what a device nexthop needs to be made (and to stay)."""
+        return self.flags & (IFF_UP | IFF_LOWER_UP) == IFF_UP | IFF_LOWER_UP
 
 
 # --- pure: encode ---------------------------------------------------------------------
@@ -210,6 +229,26 @@ def parse_nexthop(data: bytes, offset: int, end: int) -> Nexthop | None:
     return Nexthop(_U32.unpack(attrs[NHA_ID][:4])[0], family, protocol, oif, group)
 
 
+def _attribute(data: bytes, offset: int, end: int, wanted: int) -> bytes | None:
+    """The first attribute of kind wanted, read no further (a link has dozens)."""
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        if kind & 0x3FFF == wanted:
+            return data[offset + _RTATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return None
+
+
+def parse_link(data: bytes, offset: int, end: int) -> Link | None:
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, offset)
+    name = _attribute(data, offset + _IFINFOMSG.size, end, IFLA_IFNAME)  # the first one
+    if name is None:
+        return None
+    return Link(index, name.rstrip(b"\0").decode(errors="replace"), flags)
+
+
 def _error(data: bytes, body: int, flags: int, end: int) -> RtnlError | None:
     code = -struct.unpack_from("=i", data, body)[0]
     if not code:
@@ -292,6 +331,11 @@ class Rtnl:
         """The routes of one family in table (None: in every table)."""
         found = (parse_route(*m) for m in self._dump(RTM_GETROUTE, route_dump_body(family, table)))
         return [r for r in found if r is not None and table in (None, r.table)]
+
+    def links(self) -> dict[int, Link]:
+        """Every interface of this namespace by index."""
+        found = (parse_link(*m) for m in self._dump(RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0)))
+        return {link.index: link for link in found if link is not None}
 
     def nexthops(self) -> dict[int, Nexthop]:
         """Every nexthop object of this namespace by id (empty on a kernel without them)."""

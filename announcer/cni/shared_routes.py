@@ -12,24 +12,45 @@ whole IPv4 multipath route when *any* of its devices goes away, and refuses IPv6
 routes of device-only nexthops; a group instead loses just the member whose veth went
 (the container's netns vanished without a DEL) and disappears with its last member.
 
+A group's members are its holders minus the unhealthy ones (all holders if every one is
+unhealthy): the holders are recorded and the announcer's health verdicts kept in files next
+to the lock file (holders.py). join, leave, sweep (GC) and set_unhealthy (the announcer's
+call) all apply that one rule whenever they change a group, so none undoes another.
+
 Every change runs under an exclusive flock on ``config.lock_file``, shared by the CNI
-plugin and the Docker driver, so concurrent ADD/DEL/GC of any number of processes leave an
-exact member set. The kernel itself may change a group meanwhile (a veth vanishing): a
-change it then refuses (ENOENT, EEXIST) is recomputed from a fresh read.
+plugin, the Docker driver and the announcer, so concurrent ADD/DEL/GC/verdicts of any
+number of processes leave an exact member set. The kernel itself may change a group
+meanwhile (a veth vanishing): a change it then refuses (ENOENT, EEXIST, ENETDOWN, ENODEV)
+is recomputed from a fresh read.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from announcer.cni.holders import (
+    Context,
+    Holders,
+    holders_of,
+    load_holders,
+    load_unhealthy,
+    member_oifs,
+    read_context,
+    save_holders,
+    save_unhealthy,
+    unhealthy_path,
+    validate_names,
+    wanted,
+)
 from announcer.cni.host_routes import Routed, all_routed, device_names, family, in_use, routed
 from announcer.cni.rtnl import (
     AF_INET,
@@ -53,14 +74,20 @@ from announcer.cni.scheme import IPAddress, WiringConfig, WiringError
 NEXTHOP_ID_BASE = 2_000_000_000  # ours are created from here up (EXCL: never over others')
 LOCK_TIMEOUT_SECONDS = 60.0
 ATTEMPTS = 5  # reads and retries when the kernel changed a group under us
+# What the kernel refuses when a group, a nexthop or a device changed under us.
+RETRIED = (errno.ENOENT, errno.EEXIST, errno.ENETDOWN, errno.ENODEV)
 T = TypeVar("T")
+log = logging.getLogger("announcer.cni")
 
 
 @contextmanager
 def route_lock(path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
     """An exclusive flock on path (made if missing) for as long as the block runs."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise WiringError(f"opening lock {path}: {e}") from e
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -132,28 +159,57 @@ def _set_members(
         _delete_nexthop(rtnl, current.id)  # the route no longer uses it
 
 
-def _join_once(rtnl: Rtnl, ip: IPAddress, index: int, cfg: WiringConfig) -> None:
+def _apply(
+    rtnl: Rtnl, state: Routed, holders: dict[int, str], ctx: Context,
+    nexthops: dict[int, Nexthop], cfg: WiringConfig, *, may_delete: bool,
+) -> bool:  # fmt: skip
+    """Give state.ip's route the members the rule wants (keeping the order of those that
+    stay); whether it changed. Without may_delete a route is never deleted (only the
+    last holder leaving may)."""
+    want = wanted(holders, ctx)
+    if member_oifs(state) == want or not (want or may_delete):
+        return False
+    keep = tuple(m for m in state.members if nexthops[m].oif in want)
+    have = {nexthops[m].oif for m in keep}
+    new = tuple(_device_nexthop(rtnl, i, family(state.ip), cfg, nexthops)
+                for i in sorted(want - have))  # fmt: skip
+    _set_members(rtnl, state, keep + new, cfg, nexthops)
+    log.info("shared_route_changed ip=%s devices=%s unhealthy=%s", state.ip,
+             ",".join(sorted(holders[i] for i in want)) or "-",
+             ",".join(sorted(set(holders.values()) & ctx.unhealthy)) or "-")  # fmt: skip
+    return True
+
+
+def _join_once(rtnl: Rtnl, ip: IPAddress, index: int, dev: str, cfg: WiringConfig) -> None:
     state = routed(rtnl, ip, cfg)
     nexthops = dict(state.nexthops)
     if not state.free and not state.shared:
         raise in_use(state, cfg)
-    me = _device_nexthop(rtnl, index, family(ip), cfg, nexthops)
-    if me not in state.members:
-        _set_members(rtnl, state, (*state.members, me), cfg, nexthops)
+    _device_nexthop(rtnl, index, family(ip), cfg, nexthops)  # refused without carrier
+    ctx = read_context(rtnl, cfg)
+    holders = {**holders_of(state, ctx), index: dev}
+    _apply(rtnl, state, holders, ctx, nexthops, cfg, may_delete=False)
+    record = dict(ctx.record or {})
+    record[ip] = {name: i for i, name in holders.items()}
+    if record != (ctx.record or {}):
+        save_holders(cfg, record)
 
 
 def join(ips: Sequence[IPAddress], index: int, dev: str, cfg: WiringConfig) -> None:
-    """Route the extra IPs through the veth index too; AddressInUse if one is not shareable."""
+    """Make the veth index a holder of the extra IPs, routed through it unless it is
+    unhealthy while another holder is not; AddressInUse if an IP is not shareable."""
     if not ips:
         return
     with route_lock(cfg.lock_file), Rtnl() as rtnl:
         for ip in ips:
-            _retry(partial(_join_once, rtnl, ip, index, cfg), f"sharing host route {ip} dev {dev}")
+            what = f"sharing host route {ip} dev {dev}"
+            _retry(partial(_join_once, rtnl, ip, index, dev, cfg), what)
             try:
-                joined = index in routed(rtnl, ip, cfg).oifs()
+                state = routed(rtnl, ip, cfg)
             except RtnlError as e:
                 raise WiringError(f"reading host route {ip}: {e}") from e
-            if not joined:
+            parked = state.shared and dev in load_unhealthy(cfg)  # out for health
+            if index not in state.oifs() and not parked:
                 raise WiringError(f"host route {ip} does not go through {dev} after joining it")
 
 
@@ -163,7 +219,7 @@ def _retry(step: Callable[[], T], what: str) -> T:
         try:
             return step()
         except RtnlError as e:
-            if e.errno not in (errno.ENOENT, errno.EEXIST) or attempt == ATTEMPTS - 1:
+            if e.errno not in RETRIED or attempt == ATTEMPTS - 1:
                 raise WiringError(f"{what}: {e}") from e
     raise AssertionError("unreachable")
 
@@ -185,40 +241,77 @@ def _delete_route(rtnl: Rtnl, ip: IPAddress, cfg: WiringConfig) -> None:
             raise
 
 
-def _leave_once(rtnl: Rtnl, index: int, cfg: WiringConfig) -> list[IPAddress]:
-    """Take index's device nexthops out of every shared route; the IPs it left."""
+def _leave_once(rtnl: Rtnl, index: int, dev: str, cfg: WiringConfig) -> list[IPAddress]:
+    """Take index out of the holders of every shared route (its group re-made by the rule)
+    and out of the record; delete its device nexthops. The IPs it held."""
     states, nexthops = all_routed(rtnl, cfg)
+    ctx = read_context(rtnl, cfg)
     mine = {nh.id for nh in nexthops.values()
             if nh.oif == index and nh.protocol == cfg.route_protocol}  # fmt: skip
+    record = {ip: {n: i for n, i in v.items() if n != dev} for ip, v in (ctx.record or {}).items()}
     left = []
     for state in states:
-        if mine & set(state.members):
-            rest = tuple(i for i in state.members if i not in mine)
-            _set_members(rtnl, state, rest, cfg, nexthops)
-            left.append(state.ip)
+        if not (mine & set(state.members) or dev in (ctx.record or {}).get(state.ip, {})):
+            continue
+        if state.shared:
+            holders = {i: n for i, n in holders_of(state, ctx).items() if i != index}
+            _apply(rtnl, state, holders, ctx, nexthops, cfg, may_delete=True)
+        left.append(state.ip)
     for nh_id in mine:
         _delete_nexthop(rtnl, nh_id)
+    record = {ip: v for ip, v in record.items() if v}
+    if record != (ctx.record or {}):
+        save_holders(cfg, record)
     return left
 
 
+def _recorded(dev: str, cfg: WiringConfig) -> bool:
+    return any(dev in veths for veths in (load_holders(cfg) or {}).values())
+
+
 def leave(index: int, dev: str, cfg: WiringConfig) -> list[IPAddress]:
-    """Take the veth out of every shared route (before deleting it); the IPs it left."""
+    """Take the veth out of every shared route (before deleting it); the IPs it held."""
     with Rtnl() as rtnl:
-        # Only a join for this very veth makes its nexthops: none now, none to come.
+        # Only a join for this very veth makes its nexthops and records it: none now, none
+        # to come.
         if not any(nh.oif == index and nh.protocol == cfg.route_protocol
-                   for nh in rtnl.nexthops().values()):  # fmt: skip
+                   for nh in rtnl.nexthops().values()) and not _recorded(dev, cfg):  # fmt: skip
             return []
     with route_lock(cfg.lock_file), Rtnl() as rtnl:
-        return _retry(partial(_leave_once, rtnl, index, cfg), f"leaving shared routes of {dev}")
+        what = f"leaving shared routes of {dev}"
+        return _retry(partial(_leave_once, rtnl, index, dev, cfg), what)
+
+
+def _reconcile(rtnl: Rtnl, cfg: WiringConfig, changed: list[IPAddress]) -> None:
+    """Every shared route's members by the rule (none deleted); the record pruned of
+    veths that are gone and completed from the groups. Appends the IPs changed."""
+    states, nexthops = all_routed(rtnl, cfg)
+    ctx = read_context(rtnl, cfg)
+    record: Holders = {}
+    for ip, veths in (ctx.record or {}).items():
+        live = {n: i for n, i in veths.items() if i in ctx.links and ctx.links[i].name == n}
+        if live:
+            record[ip] = live
+    for state in (s for s in states if s.shared):
+        holders = holders_of(state, ctx)
+        if _apply(rtnl, state, holders, ctx, nexthops, cfg, may_delete=False):
+            changed.append(state.ip)
+        record[state.ip] = {name: i for i, name in holders.items()}
+    if record != (ctx.record or {}):
+        save_holders(cfg, record)
 
 
 def sweep(cfg: WiringConfig) -> list[int]:
-    """Delete nexthop objects of ours that no route uses (left by a process that died
-    halfway through a change, or by the kernel); their ids."""
+    """GC: re-apply every shared route's members and prune the record (veths gone leave
+    it), then delete nexthop objects of ours that no route uses (left by a process that
+    died halfway through a change, by the kernel, or parked for health); their ids."""
     with Rtnl() as rtnl:
-        if not any(nh.protocol == cfg.route_protocol for nh in rtnl.nexthops().values()):
+        if not any(nh.protocol == cfg.route_protocol for nh in rtnl.nexthops().values()) and (
+            not load_holders(cfg)
+        ):
             return []
     with route_lock(cfg.lock_file), Rtnl() as rtnl:
+        _retry(partial(_reconcile, rtnl, cfg, []), "reconciling shared routes")
         nexthops = rtnl.nexthops()
         used: set[int] = set()
         for fam in (AF_INET, AF_INET6):  # every table: another network may use another
@@ -229,6 +322,54 @@ def sweep(cfg: WiringConfig) -> list[int]:
         for nh_id in sorted(unused, key=lambda i: (not nexthops[i].group, i)):  # groups first
             _delete_nexthop(rtnl, nh_id)
         return sorted(unused)
+
+
+def _pending(rtnl: Rtnl, cfg: WiringConfig) -> bool:
+    """Whether some shared route's members differ from the rule's (a read, no lock)."""
+    if not any(nh.protocol == cfg.route_protocol for nh in rtnl.nexthops().values()):
+        return False
+    states, _ = all_routed(rtnl, cfg)
+    ctx = read_context(rtnl, cfg)
+    return any(member_oifs(s) != wanted(holders_of(s, ctx), ctx) for s in states if s.shared)
+
+
+def set_unhealthy(ifnames: Collection[str], cfg: WiringConfig) -> list[IPAddress]:
+    """Publish the full set of host veths whose instance is unhealthy (the last set given
+    wins) and route every shared IP through its holders but those, or through all of them
+    if every holder is unhealthy; the IPs whose group changed.
+
+    The set is kept in ``<lock_file>.unhealthy.json``, so the plugin and the driver apply
+    it too. A no-op without the lock when the file already says so and every group already
+    agrees (one read of nexthops, routes and links). Needs CAP_NET_ADMIN and write access
+    to the lock file's directory; WiringError otherwise, or if a name is no interface name.
+    """
+    verdicts = validate_names(ifnames)
+    with Rtnl() as rtnl:
+        if load_unhealthy(cfg) == verdicts and not _pending(rtnl, cfg):
+            return []
+    changed: list[IPAddress] = []
+    with route_lock(cfg.lock_file), Rtnl() as rtnl:
+        if load_unhealthy(cfg) != verdicts or not unhealthy_path(cfg).exists():
+            save_unhealthy(cfg, verdicts)
+        _retry(partial(_reconcile, rtnl, cfg, changed), "applying health verdicts")
+    return list(dict.fromkeys(changed))
+
+
+def unserved(ips: Sequence[IPAddress], dev: str, cfg: WiringConfig) -> list[IPAddress]:
+    """Those of dev's extra IPs that are not shared routes, or whose group lacks dev
+    although the rule wants it there (the kernel drops a nexthop whose veth lost carrier
+    and never puts it back): what joining again repairs. A read, no lock."""
+    with Rtnl() as rtnl:
+        ctx = read_context(rtnl, cfg)
+        index = next((link.index for link in ctx.links.values() if link.name == dev), None)
+        found = []
+        for ip in ips:
+            state = routed(rtnl, ip, cfg)
+            holders = {**holders_of(state, ctx), **({index: dev} if index is not None else {})}
+            want = wanted(holders, ctx)
+            if not state.shared or (index in want and index not in member_oifs(state)):
+                found.append(ip)
+        return found
 
 
 def members(ip: IPAddress, cfg: WiringConfig) -> str | None:

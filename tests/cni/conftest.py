@@ -50,9 +50,11 @@ def cni_ready() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _lock_file_removed() -> Iterator[None]:
-    """The plugins' lock file of this session goes at its end, whichever tests made it."""
+    """The plugins' lock file of this session goes at its end, whichever tests made it,
+    with the state files next to it (<lock>.holders.json, <lock>.unhealthy.json)."""
     yield
-    LOCK_FILE.unlink(missing_ok=True)
+    for path in LOCK_FILE.parent.glob(f"{LOCK_FILE.name}*"):
+        path.unlink(missing_ok=True)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import pytest
 
+from announcer.cni import shared_routes
 from announcer.cni.attachments import render_alias
 from announcer.cni.libnetwork import host_veth
 from announcer.cni.scheme import WiringConfig, host_ifname
@@ -35,6 +36,7 @@ from tests.cni.conftest import (
     route_monitor,
     static_ipam,
 )
+from tests.cni.test_health_verdicts import in_netns
 from tests.dockerd import Dockerd, dockerd
 from tests.netlab import REPO, netns, poll, sh
 
@@ -396,6 +398,28 @@ def test_resync_puts_a_dropped_member_back(host: Host) -> None:
     host.driver.start()
     poll(lambda: host.host_routes().get("10.9.9.21") == both, 20, "d1 back after the resync")
     assert "shared_route_repaired" in host.driver.log()
+    host.docker.cli("rm", "-f", c1, c2)
+
+
+def test_a_member_out_for_health_stays_out_at_resync(host: Host) -> None:
+    """The announcer's verdict takes d1 out of 10.9.9.22's group: the driver's resync (at
+    its restart) sees a holder out on purpose, not a dropped one, and leaves it out."""
+    c1 = host.run("h1", f"name={host.network},driver-opt=anycast.ips=10.9.9.22")
+    c2 = host.run("h2", f"name={host.network},driver-opt=anycast.ips=10.9.9.22")
+    v1, v2 = host.veth(c1), host.veth(c2)
+    both = ",".join(sorted((v1, v2)))
+    poll(lambda: host.host_routes().get("10.9.9.22") == both, 20, "both in 10.9.9.22's route")
+    cfg = WiringConfig(lock_file=str(LOCK_FILE))
+    assert in_netns(host.ns, shared_routes.set_unhealthy, {v1}, cfg)
+    assert host.host_routes()["10.9.9.22"] == v2
+    before = len(host.driver.log())  # one driver log for the module's tests
+    host.driver.stop()
+    host.driver.start()
+    poll(lambda: "resync_done" in host.driver.log()[before:], 20, "the restart's resync")
+    assert host.host_routes()["10.9.9.22"] == v2
+    assert "shared_route_repaired" not in host.driver.log()[before:]
+    assert in_netns(host.ns, shared_routes.set_unhealthy, set(), cfg)
+    assert host.host_routes()["10.9.9.22"] == both
     host.docker.cli("rm", "-f", c1, c2)
 
 
