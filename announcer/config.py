@@ -268,6 +268,31 @@ class WeightsConfig(_Strict):
     deprefer_as_path_prepend: int = Field(3, ge=1, le=10)  # anycast.unhealthy=deprefer
 
 
+class RoutedConfig(_Strict):
+    # The routed CNI plugin's and Docker driver's shared anycast IPs (docs/routed.md): the
+    # announcer tells them which local instances do not serve, so the host's own multipath
+    # leaves them out while another serves. Must match the plugin's netconf; unset: its
+    # defaults (lockFile /run/lock/announcer-routed.lock, table main, routeProtocol 180).
+    health_verdicts: bool = True
+    lock_file: str | None = None
+    table: int | None = Field(None, ge=1, le=0xFFFFFFFF)
+    route_protocol: int | None = Field(None, ge=5, le=255)
+
+    @field_validator("lock_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\0" in value):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _not_reserved(cls, value: int | None) -> int | None:
+        if value in (253, 255):
+            raise ValueError("253 (default) and 255 (local) are not for routes of containers")
+        return value
+
+
 class BfdPeerConfig(_Strict):
     address: IPv4Address | IPv6Address
     local_address: IPv4Address | IPv6Address | None = None
@@ -296,6 +321,7 @@ class Config(_Strict):
     guard: GuardConfig = GuardConfig()
     metrics: MetricsConfig = MetricsConfig()
     weights: WeightsConfig = WeightsConfig()
+    routed: RoutedConfig = RoutedConfig()
     bfd: BfdConfig = BfdConfig()
 
 
@@ -336,7 +362,9 @@ def load_config(path: str | Path) -> Config:
 
 # Sections whose change needs a restart; the rest (policy, exabgp, lifecycle, drain, guard)
 # apply live.
-RESTART_SECTIONS = ("kernel", "docker", "marathon", "files", "control", "damping", "metrics")
+RESTART_SECTIONS = (
+    "kernel", "docker", "marathon", "files", "control", "damping", "metrics", "routed",
+)  # fmt: skip
 
 
 def reloaded(running: Config, edited: Config) -> tuple[Config, list[str]]:

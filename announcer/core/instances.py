@@ -162,16 +162,21 @@ def health_targets(world: World, policy: Policy, now: float) -> list[CheckTarget
     return targets
 
 
-def unhealthy_members(world: World, policy: Policy, now: float) -> frozenset[str]:
+def unhealthy_members(
+    world: World, policy: Policy, now: float, pending: bool = True
+) -> frozenset[str]:
     """Host devices of shared routes (several local instances of one anycast IP) whose
     instance does not serve now: the host's own multipath must not send them traffic
-    (docs/adr/0004). Found through each instance's own address: its host route's device."""
-    shared = {oif for _, via in world.all_routes() for oif, _ in via.nexthops}
+    (docs/adr/0004). Found through each instance's own address: its host route's device.
+    ``pending``: whether an instance whose check has not reported yet counts as not serving
+    (the daemon leaves them in for a grace period after its start)."""
+    shared = world.shared_devices()
     if not shared:
         return frozenset()
     names: set[str] = set()
     for instance in trusted_instances(world, policy, now):
-        if not instance.ips or instance_verdict(instance, policy, now, world.health) is None:
+        verdict = instance_verdict(instance, policy, now, world.health)
+        if not instance.ips or verdict is None or (verdict is Reason.CHECK_PENDING and not pending):
             continue
         for via in world.routes_of(host_prefix(instance.ips[0])):
             if via.oif in shared and (name := world.link_name(via.oif)) is not None:

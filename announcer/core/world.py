@@ -13,6 +13,7 @@ link or address change, or a drain of everything marks everything.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import assert_never
@@ -85,6 +86,7 @@ class World:
     lifecycle_changed: bool = True
     _vias: dict[Via, Via] = field(default_factory=dict)  # interned: equal vias share one object
     _count: int = 0
+    _shared: Counter[int] = field(default_factory=Counter)  # oif -> multipath routes through it
 
     def take_dirty(self) -> tuple[bool, set[Prefix]]:
         """(everything changed?, prefixes changed) since the last call."""
@@ -112,6 +114,11 @@ class World:
                     yield prefix, via
             else:
                 yield prefix, vias
+
+    def shared_devices(self) -> set[int]:
+        """Devices that are a nexthop of some multipath route (a shared anycast IP's
+        local instances), kept as routes come and go: O(1) to ask, not a table walk."""
+        return {oif for oif, n in self._shared.items() if n > 0}
 
     def link_name(self, index: int | None) -> str | None:
         link = self.links.get(index) if index is not None else None
@@ -187,8 +194,15 @@ class World:
         self.links, self.addresses = links, addresses
         self.kernel_synced = True
 
+    def _share(self, vias: Iterable[Via], sign: int) -> None:
+        for via in vias:
+            for oif, _ in via.nexthops:
+                self._shared[oif] += sign
+                if not self._shared[oif]:
+                    del self._shared[oif]
+
     def _load_routes(self, routes: Iterable[KernelRoute]) -> None:
-        self.routes, self._count, self._vias = {}, 0, {}
+        self.routes, self._count, self._vias, self._shared = {}, 0, {}, Counter()
         for route in routes:
             self._add_route(route, mark=False)
 
@@ -197,11 +211,14 @@ class World:
         if mark:
             self.dirty.add(prefix)
         current = self.routes.get(prefix)
+        if via.nexthops:
+            self._share((via,), 1)
         if current is None:
             self.routes[prefix] = via
             self._count += 1
             return
         others = tuple(v for v in _as_tuple(current) if v.slot != via.slot)
+        self._share((v for v in _as_tuple(current) if v.slot == via.slot), -1)
         self._count += len(others) + 1 - len(_as_tuple(current))
         self.routes[prefix] = (*others, via) if others else via
 
@@ -212,6 +229,7 @@ class World:
         if len(kept) == len(current):
             return
         self.dirty.add(prefix)
+        self._share((v for v in current if v.slot == slot), -1)
         self._count -= len(current) - len(kept)
         if not kept:
             del self.routes[prefix]

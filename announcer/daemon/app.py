@@ -32,7 +32,7 @@ from typing import Any
 from announcer.config import Config, ConfigError, MetricsConfig, load_config, reloaded
 from announcer.core.damping import Damper
 from announcer.core.decide import next_change
-from announcer.core.instances import health_targets
+from announcer.core.instances import health_targets, unhealthy_members
 from announcer.core.plan import AnnouncedTable
 from announcer.core.policy import Decision, Policy
 from announcer.core.reconciler import Reconciler
@@ -44,6 +44,7 @@ from announcer.daemon.feeds import Feeds, FileStamp, build_sources
 from announcer.daemon.hooks import Hooks
 from announcer.daemon.operator import Operator
 from announcer.daemon.status import status_report
+from announcer.daemon.verdicts import Verdicts, plugin_publisher
 from announcer.daemon.watchdog import SelfWatchdog
 from announcer.events import DrainsSet, Event
 from announcer.exabgp.channel import ExaBGPChannel
@@ -115,6 +116,7 @@ class Announcer:
         self.control = ControlServer(Path(config.control.socket), self.operator.handle)
         self.watchdog = SelfWatchdog(config.exabgp.watchdog_seconds)
         self.config_stamp = FileStamp(config_path) if config_path is not None else None
+        self.verdicts = Verdicts(plugin_publisher(config.routed), clock())
         self.held_withdraws = 0
         self._reconciles = 0
         self._last_reconcile_seconds = 0.0
@@ -175,6 +177,7 @@ class Announcer:
                 "persist_error": self.drains.persist_error,
                 "neighbors": stats.neighbors,
                 "eor_pending": sorted(map(str, self.sink.eor_pending)),
+                "shared_verdicts": self.verdicts.report(),
                 "pid": os.getpid(),
             },
         )  # fmt: skip
@@ -216,6 +219,7 @@ class Announcer:
             self.channel.close()
             self.metrics.close()
             self.watchdog.close()
+            self.verdicts.close()
 
     def stop(self, code: int, reason: str) -> None:
         if self._stopped is not None and not self._stopped.done():
@@ -283,6 +287,9 @@ class Announcer:
         if gate.waiting and not self._sync_timeout_logged:
             log.warning("sources_not_synced sources=%s action=proceed", ",".join(gate.waiting))
             self._sync_timeout_logged = True
+        if self.verdicts.wanted(self.world.shared_devices()):  # even while ExaBGP is behind
+            pending = self.verdicts.grace_ends(now) is None
+            self.verdicts.update(unhealthy_members(self.world, self.policy, now, pending))
         if self.sink.behind:
             # ExaBGP is behind: changes that arrive meanwhile pile up (the world only marks
             # them dirty) and go out together once it has answered everything, grouped
@@ -301,6 +308,7 @@ class Announcer:
             self._lifecycle_deadline,
             self.damper.next_reuse(now),
             self.reconciler.weights.due(),
+            self.verdicts.grace_ends(now) if self.world.shared_devices() else None,
         )
         self._schedule_deadline(min((t for t in deadlines if t is not None), default=None), now)
         if step.hold.withdraws:

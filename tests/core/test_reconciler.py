@@ -18,6 +18,7 @@ from announcer.events import (
     KernelRoute,
     KernelSnapshot,
     LinkChanged,
+    LinkRemoved,
     RouteAdded,
     RouteRemoved,
 )
@@ -35,6 +36,7 @@ routes = st.builds(
     protocol=st.just(3),
     oif=st.sampled_from([2, 3]),
     priority=st.sampled_from([0, 10]),
+    nexthops=st.sampled_from([(), ((2, None), (4, None)), ((4, None),)]),
 )
 events = st.lists(
     st.one_of(
@@ -124,6 +126,8 @@ def test_the_compact_route_store_always_matches_a_plain_model(batches: list[list
             assert world.route_count == len(model)
             vias = [v for _, v in world.all_routes()]
             assert all(a is b for a in vias for b in vias if a == b)
+            shared = {oif for v in vias for oif, _ in v.nexthops}
+            assert world.shared_devices() == shared
 
 
 @given(st.lists(routes, max_size=20), st.lists(routes, max_size=20))
@@ -150,3 +154,18 @@ def test_a_resync_marks_exactly_what_differs(
     assert dirty == {p for p in old.keys() | new.keys() if old.get(p) != new.get(p)}
     world.apply(KernelSnapshot(tuple(after), (KernelLink(2, "vethr1", IFF_UP), LINKS[1]), ()))
     assert world.take_dirty()[0]  # a link changed: anything may
+
+
+@given(
+    st.lists(st.one_of(routes.map(RouteAdded), routes.map(RouteRemoved), st.just(LinkRemoved(4))))
+)
+@settings(max_examples=200, deadline=None)
+def test_shared_devices_are_kept_exact(events_: list[object]) -> None:
+    """The devices of multipath routes, kept as routes come, go and shrink with a removed
+    link, are always what a walk of the table finds."""
+    world = World()
+    world.apply(KernelSnapshot((), LINKS, ()))
+    for event in events_:
+        world.apply(event)  # type: ignore[arg-type]
+        walked = {oif for _, v in world.all_routes() for oif, _ in v.nexthops}
+        assert world.shared_devices() == walked

@@ -231,3 +231,6 @@ def test_the_devices_of_failing_local_instances_of_a_shared_ip_are_named() -> No
     assert unhealthy_members(w, POLICY, 100.0) == {"vethr2"}
     w.apply(HealthObserved(("docker", "i2"), True, "", at=1.0))
     assert unhealthy_members(w, POLICY, 100.0) == frozenset()
+    w.apply(HealthObserved(("docker", "i3"), None, "", at=2.0))  # pending (a new instance)
+    assert unhealthy_members(w, POLICY, 100.0) == {"vethr3"}
+    assert unhealthy_members(w, POLICY, 100.0, pending=False) == frozenset()
