@@ -17,8 +17,8 @@ unhealthy): the holders are recorded and the announcer's health verdicts kept in
 to the lock file (holders.py). join, leave, sweep (GC) and set_unhealthy (the announcer's
 call) all apply that one rule whenever they change a group, so none undoes another.
 
-Every change runs under an exclusive flock on ``config.lock_file``, shared by the CNI
-plugin, the Docker driver and the announcer, so concurrent ADD/DEL/GC/verdicts of any
+Every change runs under an exclusive flock on ``config.lock_file`` (lock.py), shared by the
+CNI plugin, the Docker driver and the announcer, so concurrent ADD/DEL/GC/verdicts of any
 number of processes leave an exact member set. The kernel itself may change a group
 meanwhile (a veth vanishing): a change it then refuses (ENOENT, EEXIST, ENETDOWN, ENODEV)
 is recomputed from a fresh read.
@@ -27,14 +27,9 @@ is recomputed from a fresh read.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
-import os
-import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TypeVar
 
 from announcer.cni.holders import (
@@ -52,6 +47,7 @@ from announcer.cni.holders import (
     wanted,
 )
 from announcer.cni.host_routes import Routed, all_routed, device_names, family, in_use, routed
+from announcer.cni.lock import route_lock
 from announcer.cni.rtnl import (
     AF_INET,
     AF_INET6,
@@ -72,35 +68,11 @@ from announcer.cni.rtnl import (
 from announcer.cni.scheme import IPAddress, WiringConfig, WiringError
 
 NEXTHOP_ID_BASE = 2_000_000_000  # ours are created from here up (EXCL: never over others')
-LOCK_TIMEOUT_SECONDS = 60.0
 ATTEMPTS = 5  # reads and retries when the kernel changed a group under us
 # What the kernel refuses when a group, a nexthop or a device changed under us.
 RETRIED = (errno.ENOENT, errno.EEXIST, errno.ENETDOWN, errno.ENODEV)
 T = TypeVar("T")
 log = logging.getLogger("announcer.cni")
-
-
-@contextmanager
-def route_lock(path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """An exclusive flock on path (made if missing) for as long as the block runs."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise WiringError(f"opening lock {path}: {e}") from e
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise WiringError(f"lock {path} still held after {timeout:.0f} s") from None
-                time.sleep(0.002)  # a holder keeps it for milliseconds; flock has no timeout
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _free_id(nexthops: dict[int, Nexthop]) -> int:
