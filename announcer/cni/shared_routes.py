@@ -35,7 +35,9 @@ from typing import TypeVar
 from announcer.cni.holders import (
     Context,
     Holders,
+    StateFileDenied,
     holders_of,
+    holders_path,
     load_holders,
     load_unhealthy,
     member_oifs,
@@ -254,23 +256,51 @@ def leave(index: int, dev: str, cfg: WiringConfig) -> list[IPAddress]:
         return _retry(partial(_leave_once, rtnl, index, dev, cfg), what)
 
 
-def _reconcile(rtnl: Rtnl, cfg: WiringConfig, changed: list[IPAddress]) -> None:
-    """Every shared route's members by the rule (none deleted); the record pruned of
-    veths that are gone and completed from the groups. Appends the IPs changed."""
-    states, nexthops = all_routed(rtnl, cfg)
-    ctx = read_context(rtnl, cfg)
+def _record_now(states: list[Routed], ctx: Context) -> Holders:
+    """The record pruned of veths that are gone and completed from the groups as they
+    are now (every live holder of every shared route)."""
     record: Holders = {}
     for ip, veths in (ctx.record or {}).items():
         live = {n: i for n, i in veths.items() if i in ctx.links and ctx.links[i].name == n}
         if live:
             record[ip] = live
     for state in (s for s in states if s.shared):
-        holders = holders_of(state, ctx)
-        if _apply(rtnl, state, holders, ctx, nexthops, cfg, may_delete=False):
-            changed.append(state.ip)
-        record[state.ip] = {name: i for i, name in holders.items()}
-    if record != (ctx.record or {}):
+        holders = {name: i for i, name in holders_of(state, ctx).items()}
+        if holders:
+            record[state.ip] = holders
+    return record
+
+
+def _save_record(cfg: WiringConfig, old: Holders | None, record: Holders) -> None:
+    """Save the record before any group changes. One that gains a holder must be saved (a
+    holder taken out for health and missing from it would never come back): WiringError,
+    nothing changed, if this process may not. One that only loses stale entries (ignored
+    anyway) stays as it is then: the announcer, not root, may not replace root's file."""
+    if record == (old or {}):
+        return
+    before = old or {}
+    gained = sorted(f"{ip} {name}" for ip, veths in record.items()
+                    for name, i in veths.items() if before.get(ip, {}).get(name) != i)  # fmt: skip
+    try:
         save_holders(cfg, record)
+    except StateFileDenied as e:
+        if gained:
+            raise WiringError(
+                f"{e}: the record must gain {', '.join(gained)} before any group changes; "
+                "nothing changed: the plugin's next GC (as root) completes it"
+            ) from e
+        log.debug("holders_prune_skipped path=%s error=%s", holders_path(cfg), e)
+
+
+def _reconcile(rtnl: Rtnl, cfg: WiringConfig, changed: list[IPAddress]) -> None:
+    """Every shared route's members by the rule (none deleted), after the record, pruned
+    and completed from the groups, is saved (_save_record). Appends the IPs changed."""
+    states, nexthops = all_routed(rtnl, cfg)
+    ctx = read_context(rtnl, cfg)
+    _save_record(cfg, ctx.record, _record_now(states, ctx))
+    for state in (s for s in states if s.shared):
+        if _apply(rtnl, state, holders_of(state, ctx), ctx, nexthops, cfg, may_delete=False):
+            changed.append(state.ip)
 
 
 def sweep(cfg: WiringConfig) -> list[int]:
@@ -312,8 +342,12 @@ def set_unhealthy(ifnames: Collection[str], cfg: WiringConfig) -> list[IPAddress
 
     The set is kept in ``<lock_file>.unhealthy.json``, so the plugin and the driver apply
     it too. A no-op without the lock when the file already says so and every group already
-    agrees (one read of nexthops, routes and links). Needs CAP_NET_ADMIN and write access
-    to the lock file's directory; WiringError otherwise, or if a name is no interface name.
+    agrees (one read of nexthops, routes and links). Needs CAP_NET_ADMIN, not root: the
+    lock file may be root's (opened read-only), the verdict file is the caller's own (made
+    in the lock file's directory, which it must be allowed to write in: /run/lock is
+    sticky and world-writable), and the holders file, root's, is written only when the
+    record must gain a holder (_save_record). WiringError otherwise, naming the file and
+    what to do; or if a name is no interface name.
     """
     verdicts = validate_names(ifnames)
     with Rtnl() as rtnl:
