@@ -236,8 +236,29 @@ def load_unhealthy(cfg: WiringConfig) -> frozenset[str]:
 
 
 class StateFileDenied(WiringError):
-    """A state file this process may not replace: another user's in a sticky directory
-    (/run/lock), or a directory it may not write in."""
+    """A state file this process may not write: owner is the uid of the file in the way
+    (another user's, in a sticky directory such as /run/lock: only its owner or root may
+    replace it), or None if this process may not write in the directory at all."""
+
+    def __init__(self, message: str, owner: int | None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+def _denied(path: Path, e: OSError, *, replacing: bool) -> StateFileDenied:
+    euid = os.geteuid()
+    if replacing:
+        with contextlib.suppress(OSError):
+            owner = path.stat().st_uid
+            if owner != euid:
+                return StateFileDenied(
+                    f"writing {path}: {e} (it is uid {owner}'s, this process runs as uid "
+                    f"{euid}: in a sticky directory only its owner or root may replace it)",
+                    owner,
+                )
+    return StateFileDenied(
+        f"writing {path}: {e} (this process, uid {euid}, may not write in {path.parent})", None
+    )
 
 
 def _remove_leftovers(path: Path) -> None:
@@ -268,7 +289,7 @@ def _write(path: Path, text: str) -> None:
         os.replace(tmp, path)
         tmp = None
     except PermissionError as e:
-        raise StateFileDenied(f"writing {path}: {e} ({_owner(path)})") from e
+        raise _denied(path, e, replacing=tmp is not None) from e
     except OSError as e:
         raise WiringError(f"writing {path}: {e}") from e
     finally:
@@ -287,9 +308,12 @@ def save_unhealthy(cfg: WiringConfig, names: Collection[str]) -> None:
     try:
         _write(path, render_unhealthy(netns_id(), names))
     except StateFileDenied as e:
+        if e.owner is None:
+            raise
         raise StateFileDenied(
-            f"{e}: only the announcer writes {path.name}; one it may not replace was left by "
-            f"another user (a test or an older run as root): remove it (rm {path})"
+            f"{e}; only the announcer writes {path.name}, this one was left by another user "
+            f"(a test or an older run as root): remove it (rm {path})",
+            e.owner,
         ) from e
 
 

@@ -285,9 +285,11 @@ def _save_record(cfg: WiringConfig, old: Holders | None, record: Holders) -> Non
         save_holders(cfg, record)
     except StateFileDenied as e:
         if gained:
+            more = f" and {len(gained) - 4} more" if len(gained) > 4 else ""
             raise WiringError(
-                f"{e}: the record must gain {', '.join(gained)} before any group changes; "
-                "nothing changed: the plugin's next GC (as root) completes it"
+                f"{e}: the record must gain {', '.join(gained[:4])}{more} before any group "
+                "changes; no group changed: root completes it at the plugin's next GC (or "
+                "ADD of a holder of that IP), which applies the verdicts too"
             ) from e
         log.debug("holders_prune_skipped path=%s error=%s", holders_path(cfg), e)
 
