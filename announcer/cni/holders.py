@@ -34,6 +34,7 @@ announcer withdraws or deprefers it in BGP).
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
@@ -291,7 +292,10 @@ def _write(path: Path, text: str) -> None:
     except PermissionError as e:
         raise _denied(path, e, replacing=tmp is not None) from e
     except OSError as e:
-        raise WiringError(f"writing {path}: {e}") from e
+        hint = ""
+        if e.errno == errno.EROFS:  # systemd's ProtectSystem=strict, without an exception
+            hint = f" (a read-only mount: under systemd, ReadWritePaths={path.parent})"
+        raise WiringError(f"writing {path}: {e}{hint}") from e
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -194,7 +194,8 @@ def _retry(step: Callable[[], T], what: str) -> T:
             return step()
         except RtnlError as e:
             if e.errno not in RETRIED or attempt == ATTEMPTS - 1:
-                raise WiringError(f"{what}: {e}") from e
+                hint = " (needs CAP_NET_ADMIN)" if e.errno == errno.EPERM else ""
+                raise WiringError(f"{what}: {e}{hint}") from e
     raise AssertionError("unreachable")
 
 

@@ -279,3 +279,25 @@ def test_stale_entries_stay_in_roots_record_when_the_announcer_may_not_prune_the
     assert _shared(host) == (_veths("b", "c"),) * 2
     in_netns(host, shared_routes.sweep, WiringConfig(lock_file=str(lock)))  # root's GC
     assert _recorded(lock) == {ANY4: _veths("b", "c"), ANY6: _veths("b", "c")}
+
+
+def test_what_the_unit_must_grant_is_named(
+    runtime: Runtime, containers: NewNs, lock_dir: Path
+) -> None:
+    """Without CAP_NET_ADMIN, or with the lock's directory read-only (ProtectSystem=strict
+    without ReadWritePaths=, here a read-only bind mount in a private mount namespace):
+    a WiringError saying what is missing, and no group changed."""
+    host, lock = runtime.host, lock_dir / "routed.lock"
+    _add(runtime, containers, lock, "a", "b", "c")
+    names, net = json.dumps(sorted(_veths("b"))), f"--net=/run/netns/{host}"
+    no_caps = [*DROP[:4], "--inh-caps=-all", "--"]
+    read_only = ["unshare", "--mount", "--propagation=private", "sh", "-c",
+                 'mount --bind -o ro "$0" "$0" && exec "$@"', str(lock_dir)]  # fmt: skip
+    # Read-only first: the other writes the verdict file before netlink refuses it.
+    for wrap, expected in ((read_only, "ReadWritePaths="), ([], "needs CAP_NET_ADMIN")):
+        argv = [*wrap, "nsenter", net, *(no_caps if not wrap else DROP), python(), "-c",
+                CHILD, names, str(lock)]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert expected in json.loads(proc.stdout).get("error", ""), proc.stdout
+        assert _shared(host) == (_veths("a", "b", "c"),) * 2
