@@ -284,11 +284,16 @@ def test_stale_entries_stay_in_roots_record_when_the_announcer_may_not_prune_the
 def test_what_the_unit_must_grant_is_named(
     runtime: Runtime, containers: NewNs, lock_dir: Path
 ) -> None:
-    """Without CAP_NET_ADMIN, or with the lock's directory read-only (ProtectSystem=strict
-    without ReadWritePaths=, here a read-only bind mount in a private mount namespace):
-    a WiringError saying what is missing, and no group changed."""
+    """Without CAP_NET_ADMIN, with the lock's directory read-only (ProtectSystem=strict
+    without ReadWritePaths=, here a read-only bind mount in a private mount namespace) or
+    not writable for the announcer (upstream systemd's /run/lock, 0755 root): a
+    WiringError saying what is missing, and no group changed."""
     host, lock = runtime.host, lock_dir / "routed.lock"
     _add(runtime, containers, lock, "a", "b", "c")
+    lock_dir.chmod(0o755)
+    assert f"uid {NOBODY}, may not write in {lock_dir})" in refused(host, lock, "b")
+    lock_dir.chmod(0o1777)
+    assert _shared(host) == (_veths("a", "b", "c"),) * 2
     names, net = json.dumps(sorted(_veths("b"))), f"--net=/run/netns/{host}"
     no_caps = [*DROP[:4], "--inh-caps=-all", "--"]
     read_only = ["unshare", "--mount", "--propagation=private", "sh", "-c",
