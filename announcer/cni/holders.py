@@ -253,12 +253,13 @@ def _denied(path: Path, e: OSError, *, replacing: bool) -> StateFileDenied:
             owner = path.stat().st_uid
             if owner != euid:
                 return StateFileDenied(
-                    f"writing {path}: {e} (it is uid {owner}'s, this process runs as uid "
+                    f"writing {path}: {e.strerror} (it is uid {owner}'s, this process runs as uid "
                     f"{euid}: in a sticky directory only its owner or root may replace it)",
                     owner,
                 )
     return StateFileDenied(
-        f"writing {path}: {e} (this process, uid {euid}, may not write in {path.parent})", None
+        f"writing {path}: {e.strerror} (this process, uid {euid}, may not write in {path.parent})",
+        None,
     )
 
 
@@ -277,7 +278,9 @@ def _write(path: Path, text: str) -> None:
     """Replace path atomically with text, mode 0644 whatever the umask (the announcer, not
     root, reads what root writes). The caller holds the lock. The temporary file has a
     fresh random name, made with O_EXCL: a leftover (of a writer killed halfway, of
-    another user) is never opened, so it can neither block nor be written through."""
+    another user) is never opened, so it can neither block nor be written through. Errors
+    leave that name out: the same failure gives the same message (the daemon logs a
+    failure once per distinct message)."""
     _remove_leftovers(path)
     tmp = None
     try:
@@ -295,7 +298,7 @@ def _write(path: Path, text: str) -> None:
         hint = ""
         if e.errno == errno.EROFS:  # systemd's ProtectSystem=strict, without an exception
             hint = f" (a read-only mount: under systemd, ReadWritePaths={path.parent})"
-        raise WiringError(f"writing {path}: {e}{hint}") from e
+        raise WiringError(f"writing {path}: {e.strerror or e}{hint}") from e
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
