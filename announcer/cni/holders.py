@@ -15,9 +15,15 @@ JSON files next to the lock file keep what the group cannot:
 
 Both also name the network namespace (and boot) they describe, ``"netns"``: a file of
 another namespace sharing the lock file (tests, nested hosts) or of an earlier boot is
-ignored and overwritten. Both are replaced atomically (a temporary file renamed over),
-only under the lock; reads need no lock. A missing file is empty: the holders then fall
-back on the groups' members (the upgrade path), and no instance is unhealthy.
+ignored and overwritten. Both are replaced atomically (a temporary file of a fresh random
+name renamed over), only under the lock, mode 0644; reads need no lock. A missing file is
+empty: the holders then fall back on the groups' members (the upgrade path), and no
+instance is unhealthy.
+
+Who may write which (the announcer runs as its own user with CAP_NET_ADMIN, the plugin as
+root; /run/lock is sticky, so only a file's owner or root may replace it): the announcer
+makes and replaces its own verdict file, and a holders file only where it may (none yet,
+or its own); root replaces either. StateFileDenied says which file and whose it is.
 
 ``serving`` is the one rule every writer applies (``wanted`` feeds it from the kernel's
 state): a shared route goes through its usable holders minus the unhealthy ones, or
@@ -27,12 +33,15 @@ announcer withdraws or deprefers it in BGP).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import json
 import logging
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Callable, Collection, Mapping, Set
 from dataclasses import dataclass
 from functools import cache
@@ -46,6 +55,7 @@ from announcer.cni.scheme import IFNAME_RE, IPAddress, WiringConfig, WiringError
 log = logging.getLogger("announcer.cni")
 T = TypeVar("T")
 SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h
+TMP_SUFFIX = ".tmp"
 
 Holders = dict[IPAddress, dict[str, int]]  # ip -> host veth name -> its ifindex
 
@@ -156,11 +166,24 @@ def unhealthy_path(cfg: WiringConfig) -> Path:
     return Path(cfg.lock_file + ".unhealthy.json")
 
 
+def _owner(path: Path) -> str:
+    """Who owns path and who we are, for an error about it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return f"this process runs as uid {os.geteuid()}"
+    mode = st.st_mode & 0o7777
+    return f"owned by uid {st.st_uid}, mode {mode:04o}; this process runs as uid {os.geteuid()}"
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
     except FileNotFoundError:
         return None
+    except PermissionError as e:
+        raise WiringError(f"reading {path}: {e} ({_owner(path)}): make it readable "
+                          f"(chmod 0644 {path}; every writer makes it so)") from e  # fmt: skip
     except OSError as e:
         raise WiringError(f"reading {path}: {e}") from e
 
@@ -213,25 +236,92 @@ def load_unhealthy(cfg: WiringConfig) -> frozenset[str]:
     return _load(unhealthy_path(cfg), parse_unhealthy) or frozenset()
 
 
+class StateFileDenied(WiringError):
+    """A state file this process may not write: owner is the uid of the file in the way
+    (another user's, in a sticky directory such as /run/lock: only its owner or root may
+    replace it), or None if this process may not write in the directory at all."""
+
+    def __init__(self, message: str, owner: int | None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+def _denied(path: Path, e: OSError, *, replacing: bool) -> StateFileDenied:
+    euid = os.geteuid()
+    if replacing:
+        with contextlib.suppress(OSError):
+            owner = path.stat().st_uid
+            if owner != euid:
+                return StateFileDenied(
+                    f"writing {path}: {e.strerror} (it is uid {owner}'s, this process runs as uid "
+                    f"{euid}: in a sticky directory only its owner or root may replace it)",
+                    owner,
+                )
+    return StateFileDenied(
+        f"writing {path}: {e.strerror} (this process, uid {euid}, may not write in {path.parent})",
+        None,
+    )
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files of path that a writer killed halfway left (the caller holds
+    the lock, so no other write is under way); those of another user stay if we may not."""
+    prefix = path.name + "."
+    with contextlib.suppress(OSError):
+        for name in os.listdir(path.parent):
+            if name.startswith(prefix) and name.endswith(TMP_SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(path.parent / name)
+
+
 def _write(path: Path, text: str) -> None:
-    """Replace path atomically (callers hold the lock: one writer, one temporary name)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Replace path atomically with text, mode 0644 whatever the umask (the announcer, not
+    root, reads what root writes). The caller holds the lock. The temporary file has a
+    fresh random name, made with O_EXCL: a leftover (of a writer killed halfway, of
+    another user) is never opened, so it can neither block nor be written through. Errors
+    leave that name out: the same failure gives the same message (the daemon logs a
+    failure once per distinct message)."""
+    _remove_leftovers(path)
+    tmp = None
     try:
-        with tmp.open("w") as f:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(fd, 0o644)
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
         os.replace(tmp, path)
+        tmp = None
+    except PermissionError as e:
+        raise _denied(path, e, replacing=tmp is not None) from e
     except OSError as e:
-        raise WiringError(f"writing {path}: {e}") from e
+        hint = ""
+        if e.errno == errno.EROFS:  # systemd's ProtectSystem=strict, without an exception
+            hint = f" (a read-only mount: under systemd, ReadWritePaths={path.parent})"
+        raise WiringError(f"writing {path}: {e.strerror or e}{hint}") from e
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def save_holders(cfg: WiringConfig, holders: Holders) -> None:
+    """Replace the record (StateFileDenied if this process may not: see _reconcile)."""
     _write(holders_path(cfg), render_holders(netns_id(), holders))
 
 
 def save_unhealthy(cfg: WiringConfig, names: Collection[str]) -> None:
-    _write(unhealthy_path(cfg), render_unhealthy(netns_id(), names))
+    path = unhealthy_path(cfg)
+    try:
+        _write(path, render_unhealthy(netns_id(), names))
+    except StateFileDenied as e:
+        if e.owner is None:
+            raise
+        raise StateFileDenied(
+            f"{e}; only the announcer writes {path.name}, this one was left by another user "
+            f"(a test or an older run as root): remove it (rm {path})",
+            e.owner,
+        ) from e
 
 
 def read_context(rtnl: Rtnl, cfg: WiringConfig) -> Context:

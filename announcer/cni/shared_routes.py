@@ -17,8 +17,8 @@ unhealthy): the holders are recorded and the announcer's health verdicts kept in
 to the lock file (holders.py). join, leave, sweep (GC) and set_unhealthy (the announcer's
 call) all apply that one rule whenever they change a group, so none undoes another.
 
-Every change runs under an exclusive flock on ``config.lock_file``, shared by the CNI
-plugin, the Docker driver and the announcer, so concurrent ADD/DEL/GC/verdicts of any
+Every change runs under an exclusive flock on ``config.lock_file`` (lock.py), shared by the
+CNI plugin, the Docker driver and the announcer, so concurrent ADD/DEL/GC/verdicts of any
 number of processes leave an exact member set. The kernel itself may change a group
 meanwhile (a veth vanishing): a change it then refuses (ENOENT, EEXIST, ENETDOWN, ENODEV)
 is recomputed from a fresh read.
@@ -27,20 +27,17 @@ is recomputed from a fresh read.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
-import os
-import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TypeVar
 
 from announcer.cni.holders import (
     Context,
     Holders,
+    StateFileDenied,
     holders_of,
+    holders_path,
     load_holders,
     load_unhealthy,
     member_oifs,
@@ -52,6 +49,7 @@ from announcer.cni.holders import (
     wanted,
 )
 from announcer.cni.host_routes import Routed, all_routed, device_names, family, in_use, routed
+from announcer.cni.lock import route_lock
 from announcer.cni.rtnl import (
     AF_INET,
     AF_INET6,
@@ -72,35 +70,11 @@ from announcer.cni.rtnl import (
 from announcer.cni.scheme import IPAddress, WiringConfig, WiringError
 
 NEXTHOP_ID_BASE = 2_000_000_000  # ours are created from here up (EXCL: never over others')
-LOCK_TIMEOUT_SECONDS = 60.0
 ATTEMPTS = 5  # reads and retries when the kernel changed a group under us
 # What the kernel refuses when a group, a nexthop or a device changed under us.
 RETRIED = (errno.ENOENT, errno.EEXIST, errno.ENETDOWN, errno.ENODEV)
 T = TypeVar("T")
 log = logging.getLogger("announcer.cni")
-
-
-@contextmanager
-def route_lock(path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """An exclusive flock on path (made if missing) for as long as the block runs."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise WiringError(f"opening lock {path}: {e}") from e
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise WiringError(f"lock {path} still held after {timeout:.0f} s") from None
-                time.sleep(0.002)  # a holder keeps it for milliseconds; flock has no timeout
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _free_id(nexthops: dict[int, Nexthop]) -> int:
@@ -220,7 +194,8 @@ def _retry(step: Callable[[], T], what: str) -> T:
             return step()
         except RtnlError as e:
             if e.errno not in RETRIED or attempt == ATTEMPTS - 1:
-                raise WiringError(f"{what}: {e}") from e
+                hint = " (needs CAP_NET_ADMIN)" if e.errno == errno.EPERM else ""
+                raise WiringError(f"{what}: {e}{hint}") from e
     raise AssertionError("unreachable")
 
 
@@ -282,23 +257,53 @@ def leave(index: int, dev: str, cfg: WiringConfig) -> list[IPAddress]:
         return _retry(partial(_leave_once, rtnl, index, dev, cfg), what)
 
 
-def _reconcile(rtnl: Rtnl, cfg: WiringConfig, changed: list[IPAddress]) -> None:
-    """Every shared route's members by the rule (none deleted); the record pruned of
-    veths that are gone and completed from the groups. Appends the IPs changed."""
-    states, nexthops = all_routed(rtnl, cfg)
-    ctx = read_context(rtnl, cfg)
+def _record_now(states: list[Routed], ctx: Context) -> Holders:
+    """The record pruned of veths that are gone and completed from the groups as they
+    are now (every live holder of every shared route)."""
     record: Holders = {}
     for ip, veths in (ctx.record or {}).items():
         live = {n: i for n, i in veths.items() if i in ctx.links and ctx.links[i].name == n}
         if live:
             record[ip] = live
     for state in (s for s in states if s.shared):
-        holders = holders_of(state, ctx)
-        if _apply(rtnl, state, holders, ctx, nexthops, cfg, may_delete=False):
-            changed.append(state.ip)
-        record[state.ip] = {name: i for i, name in holders.items()}
-    if record != (ctx.record or {}):
+        holders = {name: i for i, name in holders_of(state, ctx).items()}
+        if holders:
+            record[state.ip] = holders
+    return record
+
+
+def _save_record(cfg: WiringConfig, old: Holders | None, record: Holders) -> None:
+    """Save the record before any group changes. One that gains a holder must be saved (a
+    holder taken out for health and missing from it would never come back): WiringError,
+    nothing changed, if this process may not. One that only loses stale entries (ignored
+    anyway) stays as it is then: the announcer, not root, may not replace root's file."""
+    if record == (old or {}):
+        return
+    before = old or {}
+    gained = sorted(f"{ip} {name}" for ip, veths in record.items()
+                    for name, i in veths.items() if before.get(ip, {}).get(name) != i)  # fmt: skip
+    try:
         save_holders(cfg, record)
+    except StateFileDenied as e:
+        if gained:
+            more = f" and {len(gained) - 4} more" if len(gained) > 4 else ""
+            raise WiringError(
+                f"{e}: the record must gain {', '.join(gained[:4])}{more} before any group "
+                "changes; no group changed: root completes it at the plugin's next GC (or "
+                "ADD of a holder of that IP), which applies the verdicts too"
+            ) from e
+        log.debug("holders_prune_skipped path=%s error=%s", holders_path(cfg), e)
+
+
+def _reconcile(rtnl: Rtnl, cfg: WiringConfig, changed: list[IPAddress]) -> None:
+    """Every shared route's members by the rule (none deleted), after the record, pruned
+    and completed from the groups, is saved (_save_record). Appends the IPs changed."""
+    states, nexthops = all_routed(rtnl, cfg)
+    ctx = read_context(rtnl, cfg)
+    _save_record(cfg, ctx.record, _record_now(states, ctx))
+    for state in (s for s in states if s.shared):
+        if _apply(rtnl, state, holders_of(state, ctx), ctx, nexthops, cfg, may_delete=False):
+            changed.append(state.ip)
 
 
 def sweep(cfg: WiringConfig) -> list[int]:
@@ -340,8 +345,12 @@ def set_unhealthy(ifnames: Collection[str], cfg: WiringConfig) -> list[IPAddress
 
     The set is kept in ``<lock_file>.unhealthy.json``, so the plugin and the driver apply
     it too. A no-op without the lock when the file already says so and every group already
-    agrees (one read of nexthops, routes and links). Needs CAP_NET_ADMIN and write access
-    to the lock file's directory; WiringError otherwise, or if a name is no interface name.
+    agrees (one read of nexthops, routes and links). Needs CAP_NET_ADMIN, not root: the
+    lock file may be root's (opened read-only), the verdict file is the caller's own (made
+    in the lock file's directory, which it must be allowed to write in: /run/lock is
+    sticky and world-writable), and the holders file, root's, is written only when the
+    record must gain a holder (_save_record). WiringError otherwise, naming the file and
+    what to do; or if a name is no interface name.
     """
     verdicts = validate_names(ifnames)
     with Rtnl() as rtnl:
