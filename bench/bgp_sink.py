@@ -60,6 +60,44 @@ def split_messages(buffer: bytearray) -> list[bytes]:
     return out
 
 
+def path_attributes(update: bytes) -> bytes:
+    """The path attribute field of an UPDATE (header included)."""
+    (wlen,) = struct.unpack_from("!H", update, 19)
+    (alen,) = struct.unpack_from("!H", update, 21 + wlen)
+    return update[23 + wlen : 23 + wlen + alen]
+
+
+@dataclass
+class WireRecord:
+    """What the UPDATEs of one period said: in order (bytes) and as routes (a multiset)."""
+
+    ordered: Any = field(default_factory=hashlib.sha256)
+    routes: list[tuple[bytes, int, int]] = field(default_factory=list)  # attrs, /32, 1=announce
+    shape: list[list[int]] = field(default_factory=list)  # runs of [count, announced, withdrawn]
+
+    def add(self, update: bytes, announced: list[int], withdrawn: list[int]) -> None:
+        self.ordered.update(update)
+        attrs = path_attributes(update)
+        self.routes += [(attrs, dst, 1) for dst in announced]
+        self.routes += [(b"", dst, 0) for dst in withdrawn]
+        size = [len(announced), len(withdrawn)]
+        if self.shape and self.shape[-1][1:] == size:
+            self.shape[-1][0] += 1
+        else:
+            self.shape.append([1, *size])
+
+    def summary(self) -> dict[str, Any]:
+        routes = hashlib.sha256()
+        for attrs, dst, kind in sorted(self.routes):
+            routes.update(struct.pack("!HIB", len(attrs), dst, kind) + attrs)
+        return {
+            "updates": sum(run[0] for run in self.shape),
+            "sha256_in_order": self.ordered.hexdigest(),
+            "sha256_routes": routes.hexdigest(),
+            "shape": self.shape,
+        }
+
+
 @dataclass
 class BgpSink:
     """One BGP session at a time on ``address``:179 in namespace ``ns``."""
@@ -70,11 +108,11 @@ class BgpSink:
     hold: int = 9
     announced: dict[int, float] = field(default_factory=dict)  # /32 -> last time seen
     withdrawn: dict[int, float] = field(default_factory=dict)
-    updates: int = 0
     sessions: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)  # of every UPDATE, in order
+    record: WireRecord = field(default_factory=WireRecord)
     notifications: list[bytes] = field(default_factory=list)
     established: threading.Event = field(default_factory=threading.Event)
+    end_of_rib: threading.Event = field(default_factory=threading.Event)  # IPv4 unicast EoR
     lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -142,8 +180,9 @@ class BgpSink:
         elif kind == UPDATE:
             announced, withdrawn = parse_update(msg)
             with self.lock:
-                self.updates += 1
-                self.digest.update(msg)
+                self.record.add(msg, announced, withdrawn)
+            if len(msg) == 23:  # no withdrawn routes, no attributes, no NLRI
+                self.end_of_rib.set()
                 for dst in announced:
                     self.announced[dst] = now
                 for dst in withdrawn:
@@ -161,11 +200,10 @@ class BgpSink:
                     last = when if last is None else max(last, when)
         return count, last
 
-    def take_digest(self) -> tuple[str, int]:
-        """sha256 of the UPDATEs since the last call, and how many; starts a new digest."""
+    def take_record(self) -> WireRecord:
+        """What was received since the last call; starts a new record."""
         with self.lock:
-            found = (self.digest.hexdigest(), self.updates)
-            self.digest, self.updates = hashlib.sha256(), 0
+            found, self.record = self.record, WireRecord()
         return found
 
     def stop(self) -> None:

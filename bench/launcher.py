@@ -1,12 +1,11 @@
 """Stock vs accelerated ExaBGP (announcer/exabgp/launcher.py, docs/adr/0003), ExaBGP alone.
 
-    python -m bench.launcher [--quick] [--versions 5.0.15,4.2.21] [--out FILE]
-    python -m bench.launcher feed DIR        (the stand-in API process ExaBGP runs)
+    python -m bench.launcher [--quick] [--repeat N] [--versions 5.0.15,4.2.21] [--out FILE]
 
 For each ExaBGP release x {stock, accelerated} x {defaults, shipped} (``shipped``:
 ``exabgp.log.level=WARNING`` and ``exabgp.api.chunk=1000``, what the project ships), one
 ExaBGP in a host namespace talks to bench.bgp_sink (a passive BGP peer that only
-timestamps UPDATEs) in a peer namespace, fed by the stand-in below, which writes the lines
+timestamps UPDATEs) in a peer namespace, fed by bench.launcher_feed, which writes the lines
 the announcer writes (``render_batches``: 200 prefixes a line, ``next-hop self``) with acks
 on and at most ``WINDOW`` lines unacknowledged (the announcer's send window). Measured:
 
@@ -28,18 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from bench.bgp_sink import BgpSink
+from bench.launcher_feed import FIRST_PREFIX as FIRST
+from bench.launcher_feed import WINDOW
 from bench.setups import cpu_seconds, pid_rss_hwm_mb
 from tests.netlab import (
     HOST_IF,
@@ -56,106 +55,12 @@ from tests.netlab import (
     veth_pair,
 )
 
-FIRST = int(IPv4Address("10.16.0.0"))  # burst prefixes: FIRST + i
 LATENCY_FIRST = int(IPv4Address("10.30.0.0"))
 IDLE_FIRST = int(IPv4Address("10.31.0.0"))
-WINDOW = 64
 IDLE_SECONDS = 30.0
 SHIPPED = {"exabgp.log.level": "WARNING", "exabgp.api.chunk": "1000"}
 RELEASES = {"5.0.15": REPO / ".venv/bin", "4.2.21": REPO / ".venv-exabgp4/bin"}
 OUT = REPO / "artifacts/bench/launcher.json"
-
-
-# --------------------------------------------------------------------------- the stand-in
-
-
-def _lines(kind: str, first: int, count: int) -> list[str]:
-    from announcer.core.plan import Announce, Withdraw
-    from announcer.exabgp.commands import render_batches
-    from announcer.model import Announcement
-
-    nets = [IPv4Network((FIRST + first + i, 32)) for i in range(count)]
-    commands = [Announce(Announcement(n)) if kind == "announce" else Withdraw(n) for n in nets]
-    return [line for line, _ in render_batches(commands)]  # type: ignore[arg-type]
-
-
-def _read_exabgp(inbox: queue.Queue[tuple[str, str, float]]) -> None:
-    for raw in sys.stdin:
-        line, now = raw.rstrip("\n"), time.monotonic()
-        if line in ("done", "error"):
-            inbox.put(("ack", line, now))
-        elif line.startswith("{"):
-            if '"state"' in line and '"up"' in line:
-                inbox.put(("up", line, now))
-        else:
-            inbox.put(("text", line, now))
-    os._exit(0)
-
-
-def _write(line: str) -> float:
-    now = time.monotonic()
-    os.write(1, f"{line}\n".encode())
-    return now
-
-
-def _send(lines: list[str], inbox: queue.Queue[tuple[str, str, float]]) -> dict[str, Any]:
-    """Write lines with at most WINDOW unacknowledged; wait for every ack."""
-    acks: list[str] = []
-    started, last_ack, outstanding = time.monotonic(), 0.0, 0
-    for line in [*lines, None]:
-        while outstanding and (line is None or outstanding >= WINDOW):
-            kind, text, when = inbox.get()
-            if kind == "ack":
-                acks.append(text)
-                outstanding, last_ack = outstanding - 1, when
-        if line is not None:
-            _write(line)
-            outstanding += 1
-    return {
-        "t0": started,
-        "t_last_ack": last_ack,
-        "done": acks.count("done"),
-        "error": acks.count("error"),
-        "lines": len(lines),
-    }
-
-
-def _feed_show(inbox: queue.Queue[tuple[str, str, float]], path: Path) -> dict[str, Any]:
-    started, shown = _write("show adj-rib out"), []
-    while True:
-        kind, text, when = inbox.get()
-        if kind == "text":
-            shown.append(text)
-        elif kind == "ack":
-            break
-    path.write_text("".join(f"{line}\n" for line in shown))
-    return {"t0": started, "t_done": when, "ack": text, "routes": len(shown)}
-
-
-def feed(workdir: Path) -> None:
-    """ExaBGP's API process: commands from DIR/ctl.fifo, one JSON result line each."""
-    inbox: queue.Queue[tuple[str, str, float]] = queue.Queue()
-    threading.Thread(target=_read_exabgp, args=(inbox,), daemon=True).start()
-    fd, pending, shows = os.open(workdir / "ctl.fifo", os.O_RDWR), b"", 0
-    while True:
-        pending += os.read(fd, 4096)
-        while b"\n" in pending:
-            raw, pending = pending.split(b"\n", 1)
-            words = raw.decode().split()
-            result: dict[str, Any] = {"command": words}
-            if words[0] == "up":
-                while inbox.get()[0] != "up":
-                    pass
-            elif words[0] in ("announce", "withdraw"):
-                result |= _send(_lines(words[0], int(words[1]), int(words[2])), inbox)
-            elif words[0] == "one":
-                net = IPv4Network((int(words[1]), 32))
-                result |= _send([f"announce route {net} next-hop self"], inbox)
-            elif words[0] == "show":
-                shows += 1
-                result |= _feed_show(inbox, workdir / f"show-{shows}.txt")
-            with (workdir / "results.jsonl").open("a") as out:
-                out.write(json.dumps(result) + "\n")
 
 
 # --------------------------------------------------------------------------- the driver
@@ -194,7 +99,7 @@ class Rig:
 
 
 def _conf(feed_dir: Path) -> str:
-    run = f"{sys.executable} -m bench.launcher feed {feed_dir}"
+    run = f"{sys.executable} -m bench.launcher_feed {feed_dir}"
     return f"process feed {{\n    run {run};\n    encoder json;\n}}\n" + exabgp_neighbor(
         PEER_V4, HOST_V4, "ipv4", ["feed"]
     )
@@ -228,6 +133,7 @@ def rig(work: Path, release: str, accelerated: bool, env: dict[str, str]) -> Ite
             rig = Rig(host, peer, work, exa, sink)
             poll(sink.established.is_set, 60, "BGP session at the sink")
             rig.command("up")
+            poll(sink.end_of_rib.is_set, 30, "ExaBGP's End-of-RIB at the sink")
             yield rig
         finally:
             exa.stop()
@@ -237,14 +143,12 @@ def rig(work: Path, release: str, accelerated: bool, env: dict[str, str]) -> Ite
 def _burst(rig: Rig, kind: str, count: int) -> dict[str, Any]:
     dsts = [FIRST + i for i in range(count)]
     cpu0 = cpu_seconds(rig.exabgp.pid)
-    rig.sink.take_digest()
+    rig.sink.take_record()
     result = rig.command(f"{kind} 0 {count}")
     table = "announced" if kind == "announce" else "withdrawn"
     last = rig.wire(table, dsts, result["t0"])
-    digest, updates = rig.sink.take_digest()
     return {
-        "updates": updates,
-        "updates_sha256": digest,
+        "wire": rig.sink.take_record().summary(),
         "seconds_to_wire": round(last - result["t0"], 3),
         "seconds_to_last_ack": round(result["t_last_ack"] - result["t0"], 3),
         "exabgp_cpu_seconds": round(cpu_seconds(rig.exabgp.pid) - cpu0, 2),
@@ -320,39 +224,58 @@ def run_case(
     return out
 
 
-def compare_shows(root: Path, cases: list[dict[str, Any]]) -> dict[str, Any]:
+def compare_shows(cases: list[dict[str, Any]]) -> dict[str, Any]:
     """Is the 10k ``show adj-rib out`` the same text for chunk 1/1000, stock/accelerated?"""
     found: dict[str, Any] = {}
-    for release in {c["release"] for c in cases}:
-        texts = {
-            f"{'accelerated' if c['accelerated'] else 'stock'}/{c['settings']}": (
-                root / c["name"] / "feed" / "show-1.txt"
-            ).read_text()
-            for c in cases
-            if c["release"] == release
-        }
-        reference = texts.get("stock/defaults")
+    for release in sorted({c["release"] for c in cases}):
+        mine = [c for c in cases if c["release"] == release]
+        texts = {c["dir"]: (Path(c["dir"]) / "feed" / "show-1.txt").read_text() for c in mine}
+        reference = texts[mine[0]["dir"]]  # the first stock run at defaults: chunk 1
         found[release] = {
-            name: {
-                "identical_to_stock_chunk_1": text == reference,
-                "same_set": sorted(text.splitlines()) == sorted((reference or "").splitlines()),
-                "lines": len(text.splitlines()),
-            }
-            for name, text in texts.items()
+            "identical_to_stock_chunk_1": all(text == reference for text in texts.values()),
+            "lines": sorted({len(text.splitlines()) for text in texts.values()}),
+            "runs": len(texts),
         }
     return found
 
 
 def compare_wire(cases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per release and burst: did every case send the same UPDATE bytes, in the same order?"""
+    """Per release and burst: did every case send the same UPDATE bytes in the same order,
+    and (whatever the UPDATE boundaries) the same routes with the same attributes?"""
     found: dict[str, Any] = {}
     for release in sorted({c["release"] for c in cases}):
         mine = [c for c in cases if c["release"] == release]
         bursts = [k for k in mine[0] if k.startswith(("announce_", "withdraw_"))]
         found[release] = {
-            burst: len({c[burst]["updates_sha256"] for c in mine}) == 1 for burst in bursts
+            burst: {
+                key: len({c[burst]["wire"][f"sha256_{key}"] for c in mine}) == 1
+                for key in ("in_order", "routes")
+            }
+            for burst in bursts
         }
     return found
+
+
+def summarize(cases: list[dict[str, Any]], count: int) -> dict[str, dict[str, float]]:
+    """Per case the best of its runs (a shared machine only ever adds time)."""
+    metrics = {
+        "announce_s": lambda c: c[f"announce_{count}"]["seconds_to_wire"],
+        "announce_cpu_s": lambda c: c[f"announce_{count}"]["exabgp_cpu_seconds"],
+        "withdraw_s": lambda c: c[f"withdraw_{count}"]["seconds_to_wire"],
+        "withdraw_cpu_s": lambda c: c[f"withdraw_{count}"]["exabgp_cpu_seconds"],
+        "announce_10k_s": lambda c: c["announce_10k"]["seconds_to_wire"],
+        "rss_mb_holding": lambda c: c[f"rss_mb_holding_{count}"],
+        "peak_rss_mb": lambda c: c["peak_rss_mb"],
+        "show_10k_s": lambda c: c["show_10k"]["seconds"],
+        "show_s": lambda c: c[f"show_{count}"]["seconds"],
+        "idle_cpu_percent": lambda c: c["idle"]["cpu_percent"],
+        "latency_median_ms": lambda c: c["latency_one_route"]["median_ms"],
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(c["name"] for c in cases):
+        runs = [c for c in cases if c["name"] == name]
+        out[name] = {key: min(get(c) for c in runs) for key, get in metrics.items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="10k bursts, 5 s idle")
     parser.add_argument("--versions", default="5.0.15,4.2.21")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case (best kept)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     count, idle_seconds = (10_000, 5.0) if args.quick else (100_000, IDLE_SECONDS)
@@ -372,16 +296,19 @@ def main(argv: list[str] | None = None) -> int:
         for settings in ("defaults", "shipped"):
             for accelerated in (False, True):
                 name = f"{release}-{'accelerated' if accelerated else 'stock'}-{settings}"
-                print(f"bench.launcher: {name}", file=sys.stderr, flush=True)
-                case = run_case(root / name, release, accelerated, settings, count, idle_seconds)
-                cases.append({"name": name, **case})
-                print(json.dumps(case), file=sys.stderr, flush=True)
+                for run in range(1, args.repeat + 1):
+                    print(f"bench.launcher: {name} run {run}", file=sys.stderr, flush=True)
+                    work = root / f"{name}-{run}"
+                    case = run_case(work, release, accelerated, settings, count, idle_seconds)
+                    cases.append({"name": name, "run": run, "dir": str(work), **case})
+                    print(json.dumps(case), file=sys.stderr, flush=True)
     report = {
         "routes": count,
         "window_lines": WINDOW,
-        "cases": cases,
-        "show_10k_compared": compare_shows(root, cases),
+        "summary": summarize(cases, count),
+        "show_10k_compared": compare_shows(cases),
         "wire_identical_across_cases": compare_wire(cases),
+        "cases": cases,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -390,7 +317,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "feed":
-        feed(Path(sys.argv[2]))
-    else:
-        sys.exit(main())
+    sys.exit(main())

@@ -7,8 +7,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from bench.bgp_sink import KEEPALIVE, OPEN, message, open_message, split_messages
-from bench.launcher import FIRST, _lines, compare_wire
+from bench.bgp_sink import KEEPALIVE, OPEN, WireRecord, message, open_message, split_messages
+from bench.launcher import compare_wire
+from bench.launcher_feed import FIRST_PREFIX as FIRST
+from bench.launcher_feed import _lines
 
 
 def test_open_offers_what_frr_offers_and_a_4_octet_as() -> None:
@@ -48,11 +50,31 @@ def test_the_stand_in_writes_the_announcers_grouped_lines() -> None:
 
 
 def test_compare_wire_flags_a_release_whose_cases_sent_different_bytes() -> None:
-    def case(release: str, digest: str) -> dict[str, object]:
-        return {"release": release, "announce_10k": {"updates_sha256": digest}}
+    def case(release: str, in_order: str) -> dict[str, object]:
+        wire = {"sha256_in_order": in_order, "sha256_routes": "r"}
+        return {"release": release, "announce_10k": {"wire": wire}}
 
     cases = [case("5.0.15", "a"), case("5.0.15", "a"), case("4.2.21", "a"), case("4.2.21", "b")]
     assert compare_wire(cases) == {
-        "4.2.21": {"announce_10k": False},
-        "5.0.15": {"announce_10k": True},
+        "4.2.21": {"announce_10k": {"in_order": False, "routes": True}},
+        "5.0.15": {"announce_10k": {"in_order": True, "routes": True}},
     }
+
+
+def test_a_wire_record_sees_the_same_routes_whatever_the_update_boundaries() -> None:
+    attrs = b"\x40\x01\x01\x00"
+
+    def update(prefixes: list[int]) -> bytes:
+        nlri = b"".join(b"\x20" + struct.pack("!I", p) for p in prefixes)
+        return message(2, b"\x00\x00" + struct.pack("!H", len(attrs)) + attrs + nlri)
+
+    one, two = WireRecord(), WireRecord()
+    one.add(update([1, 2, 3]), [1, 2, 3], [])
+    two.add(update([1]), [1], [])
+    two.add(update([2, 3]), [2, 3], [])
+    first, second = one.summary(), two.summary()
+    assert first["sha256_routes"] == second["sha256_routes"]
+    assert first["sha256_in_order"] != second["sha256_in_order"]
+    assert (first["shape"], second["shape"]) == ([[1, 3, 0]], [[1, 1, 0], [1, 2, 0]])
+    two.add(update([4]), [4], [])
+    assert two.summary()["sha256_routes"] != first["sha256_routes"]
