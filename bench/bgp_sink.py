@@ -87,13 +87,17 @@ class WireRecord:
             self.shape.append([1, *size])
 
     def summary(self) -> dict[str, Any]:
-        routes = hashlib.sha256()
-        for attrs, dst, kind in sorted(self.routes):
-            routes.update(struct.pack("!HIB", len(attrs), dst, kind) + attrs)
+        def digest(routes: list[tuple[bytes, int, int]]) -> str:
+            found = hashlib.sha256()
+            for attrs, dst, kind in routes:
+                found.update(struct.pack("!HIB", len(attrs), dst, kind) + attrs)
+            return found.hexdigest()
+
         return {
             "updates": sum(run[0] for run in self.shape),
-            "sha256_in_order": self.ordered.hexdigest(),
-            "sha256_routes": routes.hexdigest(),
+            "sha256_in_order": self.ordered.hexdigest(),  # the UPDATE bytes
+            "sha256_routes_in_order": digest(self.routes),  # routes, whatever the UPDATEs
+            "sha256_routes": digest(sorted(self.routes)),  # routes as a multiset
             "shape": self.shape,
         }
 
@@ -181,12 +185,12 @@ class BgpSink:
             announced, withdrawn = parse_update(msg)
             with self.lock:
                 self.record.add(msg, announced, withdrawn)
-            if len(msg) == 23:  # no withdrawn routes, no attributes, no NLRI
-                self.end_of_rib.set()
                 for dst in announced:
                     self.announced[dst] = now
                 for dst in withdrawn:
                     self.withdrawn[dst] = now
+            if len(msg) == 23:  # no withdrawn routes, no attributes, no NLRI
+                self.end_of_rib.set()
 
     def seen(self, table: str, dsts: list[int], since: float) -> tuple[int, float | None]:
         """How many of dsts were last seen in table at or after since, and the latest time."""

@@ -51,9 +51,7 @@ PARTS = [
 
 def feed(count: int) -> None:
     """ExaBGP's process: on the first neighbor ``up``, write the burst; then read forever."""
-    commands = [
-        Announce(Announcement(IPv4Network((FIRST + i, 32)))) for i in range(count)
-    ]
+    commands = [Announce(Announcement(IPv4Network((FIRST + i, 32)))) for i in range(count)]
     for raw in sys.stdin:
         if '"up"' in raw:
             sys.stdout.write("".join(f"{line}\n" for line, _ in render_batches(commands)))

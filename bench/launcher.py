@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import sys
 import time
@@ -117,7 +119,8 @@ def _executable(work: Path, release: str, accelerated: bool) -> str:
 
 @contextmanager
 def rig(work: Path, release: str, accelerated: bool, env: dict[str, str]) -> Iterator[Rig]:
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # a fresh directory per run
+    work.mkdir(parents=True)
     feed_dir = work / "feed"
     feed_dir.mkdir(exist_ok=True)
     os.mkfifo(feed_dir / "ctl.fifo")
@@ -240,8 +243,9 @@ def compare_shows(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare_wire(cases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per release and burst: did every case send the same UPDATE bytes in the same order,
-    and (whatever the UPDATE boundaries) the same routes with the same attributes?"""
+    """Per release and burst: did every case send the same UPDATE bytes in the same order;
+    whatever the UPDATE boundaries, the same routes and attributes in the same order; as a
+    multiset?"""
     found: dict[str, Any] = {}
     for release in sorted({c["release"] for c in cases}):
         mine = [c for c in cases if c["release"] == release]
@@ -249,7 +253,7 @@ def compare_wire(cases: list[dict[str, Any]]) -> dict[str, Any]:
         found[release] = {
             burst: {
                 key: len({c[burst]["wire"][f"sha256_{key}"] for c in mine}) == 1
-                for key in ("in_order", "routes")
+                for key in ("in_order", "routes_in_order", "routes")
             }
             for burst in bursts
         }
@@ -289,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each case (best kept)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like ^C: ExaBGP stopped, namespaces removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     count, idle_seconds = (10_000, 5.0) if args.quick else (100_000, IDLE_SECONDS)
     root = args.out.parent / "launcher"
     cases = []

@@ -51,13 +51,13 @@ def test_the_stand_in_writes_the_announcers_grouped_lines() -> None:
 
 def test_compare_wire_flags_a_release_whose_cases_sent_different_bytes() -> None:
     def case(release: str, in_order: str) -> dict[str, object]:
-        wire = {"sha256_in_order": in_order, "sha256_routes": "r"}
+        wire = {"sha256_in_order": in_order, "sha256_routes_in_order": "o", "sha256_routes": "r"}
         return {"release": release, "announce_10k": {"wire": wire}}
 
     cases = [case("5.0.15", "a"), case("5.0.15", "a"), case("4.2.21", "a"), case("4.2.21", "b")]
     assert compare_wire(cases) == {
-        "4.2.21": {"announce_10k": {"in_order": False, "routes": True}},
-        "5.0.15": {"announce_10k": {"in_order": True, "routes": True}},
+        "4.2.21": {"announce_10k": {"in_order": False, "routes_in_order": True, "routes": True}},
+        "5.0.15": {"announce_10k": {"in_order": True, "routes_in_order": True, "routes": True}},
     }
 
 
@@ -74,7 +74,13 @@ def test_a_wire_record_sees_the_same_routes_whatever_the_update_boundaries() -> 
     two.add(update([2, 3]), [2, 3], [])
     first, second = one.summary(), two.summary()
     assert first["sha256_routes"] == second["sha256_routes"]
+    assert first["sha256_routes_in_order"] == second["sha256_routes_in_order"]
     assert first["sha256_in_order"] != second["sha256_in_order"]
+    swapped = WireRecord()
+    swapped.add(update([2, 3]), [2, 3], [])
+    swapped.add(update([1]), [1], [])
+    assert swapped.summary()["sha256_routes_in_order"] != first["sha256_routes_in_order"]
+    assert swapped.summary()["sha256_routes"] == first["sha256_routes"]
     assert (first["shape"], second["shape"]) == ([[1, 3, 0]], [[1, 1, 0], [1, 2, 0]])
     two.add(update([4]), [4], [])
     assert two.summary()["sha256_routes"] != first["sha256_routes"]
