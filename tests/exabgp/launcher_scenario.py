@@ -174,11 +174,13 @@ def _run_step(exa: ExaBGPUnderTest, capture: UpdateCapture, step: Step, release:
     return answers
 
 
-def observe(link: BgpLink, workdir: Path, exabgp: str, release: str) -> Observed:
+def observe(
+    link: BgpLink, workdir: Path, exabgp: str, release: str, env: dict[str, str] | None = None
+) -> Observed:
     """Run STEPS, the sentinels and the shows on a fresh ExaBGP; capture everything."""
     capture = UpdateCapture(link.peer, PEER_IF, frozenset({HOST_V4, HOST_V6})).start()
     try:
-        with exabgp_under_test(link, workdir, exabgp=exabgp) as exa:
+        with exabgp_under_test(link, workdir, env, exabgp) as exa:
             acks = [_run_step(exa, capture, step, release) for step in STEPS]
             acks.append(_run_step(exa, capture, SENTINELS, release))
             shows = {cmd: exa.helper.command(cmd) for cmd in SHOWS[release]}
