@@ -13,8 +13,8 @@ was verified against (docs/adr/0003-accelerated-exabgp-launcher.md):
 * ``resolve_self_shared`` (``_Configuration.inject_change``): a route from the API is
   stored in the adj-rib-out without ``Neighbor.remove_self``'s deep copy. A route with an
   explicit next-hop is stored as parsed; a ``next-hop self`` one gets a new NLRI object
-  holding the neighbor's address and, for IPv4, the attribute set with the resolved
-  NEXT_HOP, built once per parsed line and neighbor and shared by the line's routes.
+  holding the neighbor's address and an attribute set with the resolved NEXT_HOP,
+  built once per parsed line and neighbor and shared by the line's routes.
   Anything but plain unicast/multicast NLRI (labels, VPN, flow, VPLS...) goes through the
   stock ``remove_self``. Routes from the configuration file are untouched.
 
@@ -154,12 +154,8 @@ class SelfResolver:
         from exabgp.rib.change import Change
 
         self._next_hop_code = Attribute.CODE.NEXT_HOP
-        self._next_hop, self._attributes, self._inet, self._change = (
-            NextHop,
-            Attributes,
-            INET,
-            Change,
-        )
+        self._next_hop, self._attributes = NextHop, Attributes
+        self._inet, self._change = INET, Change
         self._shared: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
 
     def resolve(self, neighbor: Any, change: Any) -> Any:
