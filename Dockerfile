@@ -57,7 +57,10 @@ ENV exabgp_api_ack=true \
     exabgp_api_cli=false \
     exabgp_daemon_daemonize=false \
     exabgp_daemon_user=root \
-    exabgp_log_destination=stdout
+    exabgp_log_destination=stdout \
+    exabgp_log_level=WARNING \
+    exabgp_api_chunk=1000
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["exabgp"]
+# ExaBGP through the launcher (docs/adr/0003); `--stock` as the first argument turns it off.
+ENTRYPOINT ["announcer", "exabgp"]
 CMD ["/etc/anycast-announcer/exabgp5.conf"]

@@ -1,5 +1,6 @@
-"""Command line: ``announcer run|plan|check|status|drain|undrain``. The only place that
-calls sys.exit.
+"""Command line: ``announcer run|plan|check|status|drain|undrain|restart-stack|bfd-config``
+and ``announcer exabgp ...`` (handed to announcer.exabgp.start untouched). The only place
+that calls sys.exit.
 
 Exit codes follow sysexits.h: 0 ok, 1 runtime failure, 64 usage, 69 unavailable,
 78 configuration. stdout belongs to ExaBGP under ``run``; logs always go to stderr.
@@ -135,6 +136,10 @@ COMMANDS = (
      "decided. --mode graceful (BGP graceful restart, exabgp.manual_eor): restart at once; "
      "the leaf keeps the routes as stale until the new announcer's End-of-RIB. Prints when "
      "each step happened. docs/operations.md, \"Upgrading the host stack\"."),
+    ("exabgp", "start ExaBGP (ARGS as for exabgp) with the verified speed fixes",
+     "announcer exabgp [--env FILE] [--python PYTHON] [--stock] ARGS...: run ExaBGP with "
+     "ExaBGP's own ARGS through the launcher (docs/adr/0003): speed fixes backported in "
+     "memory on the releases they were verified against, stock otherwise. No -c."),
     ("bfd-config", "print the configuration of the host's bfdd (BFD towards the leaves)",
      "Print (or write with -o) the configuration of FRR's bfdd for this host, from bfd.* and "
      "exabgp.neighbors: what packaging/systemd/anycast-announcer-bfdd.service runs."),
@@ -151,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary, text in COMMANDS:
         cmd = sub.add_parser(name, help=summary, description=text)
+        if name == "exabgp":
+            continue  # main() hands its arguments to announcer.exabgp.start untouched
         cmd.add_argument("-c", "--config", required=True, help="the YAML configuration file")
         cmd.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -300,6 +307,10 @@ def _cmd_control(config: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["exabgp"]:
+        from announcer.exabgp.start import start  # its arguments are ExaBGP's, not ours
+
+        sys.exit(start((sys.argv[1:] if argv is None else argv)[1:]))
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:

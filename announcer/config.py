@@ -103,7 +103,7 @@ class ExaBGPConfig(_Strict):
     verify_interval_seconds: float = Field(60.0, ge=0, le=86400)  # 0: never
     # ExaBGP runs no route command while it prints its adj-rib-out (~0.3 ms per route in
     # 5.0.15: 3 s at 10k routes, 67 s at 100k), so the periodic check skips big tables.
-    verify_max_routes: int = Field(2000, ge=0, le=10_000_000)
+    verify_max_routes: int = Field(10_000, ge=0, le=10_000_000)
     # ExaBGP's "manual-eor true" with graceful-restart: the announcer sends End-of-RIB to
     # each neighbor once its routes are re-announced after a (re)start or session up.
     manual_eor: bool = False

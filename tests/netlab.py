@@ -494,9 +494,34 @@ class FrrPeer:
 # --------------------------------------------------------------------------- ExaBGP
 
 
+SHIPPED_ENV = REPO / "exabgp" / "exabgp.env"
+LAUNCHER = REPO / "announcer" / "exabgp" / "launcher.py"
+
+
+def shipped_exabgp_settings() -> dict[str, str]:
+    """exabgp/exabgp.env: the settings the product runs ExaBGP with."""
+    from announcer.exabgp.start import parse_env
+
+    return parse_env(SHIPPED_ENV.read_text(), str(SHIPPED_ENV))
+
+
+def exabgp_argv(exabgp: str, conf: str) -> tuple[str, ...]:
+    """ExaBGP as the product starts it (`announcer exabgp`): the launcher, run by the
+    interpreter of the venv ``exabgp`` belongs to (so its ExaBGP release runs). Any other
+    executable (a test's own wrapper) runs as given. ANNOUNCER_EXABGP_STOCK=1 in the
+    environment makes the launcher run ExaBGP stock."""
+    bindir = Path(exabgp).parent
+    python = bindir / "python"
+    if (bindir.parent / "pyvenv.cfg").exists() and python.exists():
+        return (str(python), "-I", str(LAUNCHER), conf)
+    return (exabgp, conf)
+
+
 def exabgp_env(workdir: Path, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment ExaBGPProcess starts ExaBGP with (root, foreground, log file)."""
+    """The environment ExaBGPProcess starts ExaBGP with: the shipped settings, then root,
+    foreground, a log file of its own."""
     merged = dict(os.environ)
+    merged.update(shipped_exabgp_settings())
     merged.update(
         {
             "exabgp.daemon.user": "root",
@@ -536,7 +561,7 @@ class ExaBGPProcess:
         conf.write_text(conf_text)
         with (workdir / "exabgp.stdout").open("ab") as out:
             proc = subprocess.Popen(
-                netns_argv(ns, (exabgp, str(conf))),
+                netns_argv(ns, exabgp_argv(exabgp, str(conf))),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from announcer.cni.scheme import WiringConfig
 from announcer.config import Config
+from announcer.exabgp.start import parse_env
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "packaging" / "systemd"
@@ -47,9 +49,8 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
 
 
 def exabgp_env() -> dict[str, str]:
-    lines = (REPO / "exabgp" / "exabgp.env").read_text().splitlines()
-    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
-    return {key.replace(".", "_"): value for key, value in pairs}
+    values = parse_env((REPO / "exabgp" / "exabgp.env").read_text())
+    return {key.replace(".", "_"): value for key, value in values.items()}
 
 
 @pytest.mark.slow
@@ -96,7 +97,9 @@ def test_the_exabgp_configs_name_the_installed_paths() -> None:
         text = (REPO / "exabgp" / conf).read_text()
         assert "run /usr/local/bin/announcer run -c /etc/anycast-announcer/announcer.yaml;" in text
     settings = unit_settings(EXABGP_UNIT)
-    assert settings["ExecStart"] == [f"{INSTALLED_BIN}exabgp /etc/anycast-announcer/exabgp5.conf"]
+    assert settings["ExecStart"] == [
+        f"{INSTALLED_BIN}announcer exabgp /etc/anycast-announcer/exabgp5.conf"
+    ]
     assert settings["ExecStartPre"] == [
         f"{INSTALLED_BIN}announcer check -c /etc/anycast-announcer/announcer.yaml"
     ]
@@ -113,10 +116,12 @@ def test_the_exabgp_unit_is_hardened_and_agrees_with_the_config_defaults() -> No
     assert single["StateDirectory"] == "anycast-announcer"
     assert single["User"] != "root"
     defaults = Config().control
-    writable = single["ReadWritePaths"].split()
+    writable = [path for value in settings["ReadWritePaths"] for path in value.split()]
     assert str(Path(defaults.socket).parent) == f"/run/{single['RuntimeDirectory']}"
     assert defaults.state_directory == f"/var/lib/{single['StateDirectory']}"
     assert {str(Path(defaults.socket).parent), defaults.state_directory} <= set(writable)
+    # the routed plugin's lock and state files: health verdicts on shared anycast IPs
+    assert str(Path(WiringConfig().lock_file).parent) in writable
     assert (
         Path(Config().drain.maintenance_file).parent
         == Path("/etc") / single["ConfigurationDirectory"]
@@ -150,7 +155,7 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
             stand_in.chmod(0o755)
         (tmp_path / unit.name).write_text(text.replace(INSTALLED_BIN, f"{bin_}/"))
     units = sorted(str(p) for p in tmp_path.glob("*.service"))
-    assert len(units) == 2
+    assert len(units) == 3
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *units],
         capture_output=True,

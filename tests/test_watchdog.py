@@ -28,6 +28,25 @@ def test_only_an_exabgp_command_line_is_recognised(tmp_path: Path) -> None:
         pytest_like.kill()
 
 
+def test_the_launcher_is_recognised_as_exabgp(tmp_path: Path) -> None:
+    """`announcer exabgp` execs `python -I .../announcer/exabgp/launcher.py ARGS`."""
+    launcher = tmp_path / "announcer" / "exabgp" / "launcher.py"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("import time; time.sleep(30)\n")
+    other = tmp_path / "announcer" / "exabgp" / "other.py"
+    other.write_text("import time; time.sleep(30)\n")
+    running = [
+        subprocess.Popen([sys.executable, "-I", str(launcher), "exabgp5.conf"]),
+        subprocess.Popen([sys.executable, str(other), "announcer/exabgp/launcher.py"]),
+    ]
+    try:
+        assert is_exabgp(running[0].pid)
+        assert not is_exabgp(running[1].pid)
+    finally:
+        for proc in running:
+            proc.kill()
+
+
 def test_eof_is_a_quiet_exit_and_silence_expires() -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, b"...")

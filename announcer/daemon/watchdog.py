@@ -29,20 +29,32 @@ from pathlib import Path
 log = logging.getLogger("announcer")
 
 
+LAUNCHER_MODULE = "announcer.exabgp.launcher"
+LAUNCHER_FILE = "announcer/exabgp/launcher.py"
+
+
 def is_exabgp(pid: int) -> bool:
-    """``exabgp ...``, ``/usr/sbin/exabgp ...``, ``python3 /path/exabgp ...`` or
-    ``python3 -m exabgp ...``: nothing else is ever signalled."""
+    """``exabgp ...``, ``/usr/sbin/exabgp ...``, ``python3 [-I] /path/exabgp ...``,
+    ``python3 -m exabgp ...`` or our launcher (``python3 -I .../announcer/exabgp/launcher.py``
+    as ``announcer exabgp`` execs it, or ``-m announcer.exabgp.launcher``): nothing else is
+    ever signalled."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
     argv = [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
-    names = [Path(arg).name for arg in argv[:3]]
-    if names and names[0] == "exabgp":
+    if not argv:
+        return False
+    if Path(argv[0]).name == "exabgp":
         return True
-    if len(names) > 1 and names[0].startswith("python"):
-        return names[1] == "exabgp" or argv[1:3] == ["-m", "exabgp"]
-    return False
+    if not Path(argv[0]).name.startswith("python"):
+        return False
+    rest = argv[1:]
+    while rest and rest[0].startswith("-") and rest[0] != "-m":
+        rest = rest[1:]  # interpreter flags: -I, -u, -E...
+    if rest[:1] == ["-m"]:
+        return rest[1:2] in (["exabgp"], [LAUNCHER_MODULE])
+    return bool(rest) and (Path(rest[0]).name == "exabgp" or rest[0].endswith(LAUNCHER_FILE))
 
 
 def watch(fd: int, target: int, timeout: float) -> str:

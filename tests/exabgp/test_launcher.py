@@ -331,6 +331,13 @@ def test_self_resolver_gives_what_remove_self_gives(
 
 
 SHIPPED = {"exabgp.log.level": "WARNING", "exabgp.api.chunk": "1000"}  # what we ship
+# ExaBGP's own defaults, spelled out: ExaBGPProcess starts from the shipped settings.
+DEFAULTS = {"exabgp.log.level": "INFO", "exabgp.api.chunk": "1"}
+
+
+def test_the_shipped_settings_are_the_ones_compared() -> None:
+    shipped = netlab.shipped_exabgp_settings()
+    assert {key: shipped[key] for key in SHIPPED} == SHIPPED
 
 
 @pytest.mark.netns
@@ -346,7 +353,7 @@ def test_accelerated_exabgp_sends_the_same_bytes_acks_and_adj_rib_out(
     fast_exabgp = launcher_executable(tmp_path, str(_python(release)))
     runs = {
         (kind, settings): observe(bgp_link, tmp_path / f"{kind}-{settings}", exe, release, env)
-        for settings, env in (("defaults", {}), ("shipped", SHIPPED))
+        for settings, env in (("defaults", DEFAULTS), ("shipped", SHIPPED))
         for kind, exe in (("stock", stock_exabgp), ("accelerated", fast_exabgp))
     }
     stock = runs["stock", "defaults"]
