@@ -33,13 +33,15 @@ WINDOW = 64
 
 
 def _lines(kind: str, first: int, count: int) -> list[str]:
-    from announcer.core.plan import Announce, Withdraw
+    from announcer.core.plan import Announce, Command, Withdraw
     from announcer.exabgp.commands import render_batches
-    from announcer.model import Announcement
+    from announcer.model import DEFAULT_ADVERT, Prefix
 
-    nets = [IPv4Network((FIRST_PREFIX + first + i, 32)) for i in range(count)]
-    commands = [Announce(Announcement(n)) if kind == "announce" else Withdraw(n) for n in nets]
-    return [line for line, _ in render_batches(commands)]  # type: ignore[arg-type]
+    nets = [Prefix.make(4, FIRST_PREFIX + first + i, 32) for i in range(count)]
+    commands: list[Command] = [
+        Announce(n, DEFAULT_ADVERT) if kind == "announce" else Withdraw(n) for n in nets
+    ]
+    return [line for line, _ in render_batches(commands)]
 
 
 def _read_exabgp(inbox: queue.Queue[tuple[str, str, float]]) -> None:
