@@ -10,6 +10,7 @@ Commands arrive one a line on the FIFO ``DIR/ctl.fifo`` and each gets one JSON l
   as the announcer renders them (``render_batches``: 200 prefixes a line, ``next-hop
   self``), with at most WINDOW lines unacknowledged (the announcer's send window);
 * ``one ADDRESS``: ``announce route ADDRESS/32 next-hop self`` (ADDRESS an integer);
+  ``wone ADDRESS``: ``withdraw route ADDRESS/32`` (both as the announcer renders them);
 * ``show``: ``show adj-rib out``, its lines saved in ``DIR/show-N.txt``.
 
 Times are CLOCK_MONOTONIC (``t0`` just before the first write), comparable with the BGP
@@ -24,7 +25,7 @@ import queue
 import sys
 import threading
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ def _lines(kind: str, first: int, count: int) -> list[str]:
         Announce(n, DEFAULT_ADVERT) if kind == "announce" else Withdraw(n) for n in nets
     ]
     return [line for line, _ in render_batches(commands)]
+
+
+def _one(kind: str, address: int) -> str:
+    """The announcer's line for one /32: ``announce route P/32 next-hop self`` (one) or
+    ``withdraw route P/32`` (wone)."""
+    from announcer.core.plan import Announce, Withdraw
+    from announcer.exabgp.commands import render
+    from announcer.model import DEFAULT_ADVERT, Prefix
+
+    prefix = Prefix.make(4, address, 32)
+    return render(Announce(prefix, DEFAULT_ADVERT) if kind == "one" else Withdraw(prefix))
 
 
 def _read_exabgp(inbox: queue.Queue[tuple[str, str, float]]) -> None:
@@ -113,9 +125,8 @@ def feed(workdir: Path) -> None:
                     pass
             elif words[0] in ("announce", "withdraw"):
                 result |= _send(_lines(words[0], int(words[1]), int(words[2])), inbox)
-            elif words[0] == "one":
-                net = IPv4Network((int(words[1]), 32))
-                result |= _send([f"announce route {net} next-hop self"], inbox)
+            elif words[0] in ("one", "wone"):
+                result |= _send([_one(words[0], int(words[1]))], inbox)
             elif words[0] == "show":
                 shows += 1
                 result |= _feed_show(inbox, workdir / f"show-{shows}.txt")

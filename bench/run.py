@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import exabgp_profile, failover, micro
+from bench import announcer_only, exabgp_profile, failover, floor, idle, micro
 from bench.measure import block, burst, churn, latency, loadavg, resync, startup
 from bench.nl import wait_until
 from bench.setups import REPO, AnnouncerTool, BirdTool, FrrTool, Lab, Tool, lab
 from bench.stages import Trial, breakdown, event_to_command, pace, parse_probe
-from bench.stats import ratios, render_table, summarize, table_rows
+from bench.stats import render_table, summarize, table_rows
+from bench.summary import STOCK, assemble
 from tests.netlab import cleanup_stale_namespaces
 
 ARTIFACTS = REPO / "artifacts" / "bench"
@@ -41,20 +42,21 @@ class Plan:
     bursts: tuple[int, ...]
     churn_seconds: float
     startup_routes: int
-    lever_trials: int
-    lever_burst: int
+    probe_trials: int
+    probe_burst: int
+    idle_seconds: float
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, 20, (1_000, 5_000), 10, 2_000, 15, 5_000)
-        return cls(False, 100, (1_000, 10_000, 100_000), 30, 10_000, 40, 10_000)
+            return cls(True, 20, (1_000, 5_000), 10, 2_000, 15, 5_000, 15)
+        return cls(False, 100, (1_000, 10_000, 100_000), 30, 10_000, 40, 10_000, 60)
 
 
 # Disjoint prefix blocks (bench.measure.block) per figure: nothing is ever reused.
 WARMUP, LATENCY, STARTUP, CHURN = 1, 2, 3, 4
 BURST_BLOCKS = {1_000: 10, 5_000: 11, 10_000: 12, 100_000: 13}  # 100k spans 13 and 14
-FRESH = 20
+FRESH, IDLE = 20, 30  # (bench.floor needs blocks >= 8 for its bursts and idle routes)
 
 
 def _log(message: str) -> None:
@@ -107,6 +109,8 @@ def run_tool(name: str, make: Callable[[Path, str], Tool], plan: Plan, work: Pat
                     lab_, tool, start_routes, block(FRESH, 1)[0], 60))  # fmt: skip
                 _log(f"{name}: resync {report['resync_after_kill9']}")
             _clear(lab_, [*start_routes, *block(FRESH, 1)])
+            if isinstance(tool, AnnouncerTool):
+                report["exabgp_mode"] = tool.exabgp_mode()
             for pid_list in tool.processes().values():
                 report.setdefault("pids", []).extend(pid_list)
             if do_latency:
@@ -143,7 +147,7 @@ def _brief(lat: dict[str, Any]) -> str:
 
 def run_probed(name: str, plan: Plan, work: Path, env: dict[str, str],
                bursts: tuple[int, ...], trials: int, do_churn: bool) -> dict[str, Any]:  # fmt: skip
-    """The announcer through bench/probe.py: per-stage breakdown, levers, churn."""
+    """The announcer through bench/probe.py: per-stage breakdown, a burst's pace, churn."""
     report: dict[str, Any] = {"exabgp_env": env}
     probe_log = work / name / "probe.log"
     _log(f"{name}: lab up")
@@ -229,6 +233,43 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def run_floor(plan: Plan, work: Path) -> dict[str, Any]:
+    """ExaBGP alone (bench/floor.py) in the same lab: latency and bursts from the line written."""
+    _log(f"{floor.NAME}: lab up")
+    with lab(work / floor.NAME) as lab_:
+        tool = floor.FloorTool(floor.NAME, lab_.host, work / floor.NAME / "tool")
+        tool.start()
+        try:
+            floor.up(lab_, tool)
+            bursts = {size: block(BURST_BLOCKS[size], size) for size in plan.bursts}
+            report = floor.measure_all(lab_, tool, block(WARMUP, 3),
+                                       block(LATENCY, plan.trials), bursts)  # fmt: skip
+        finally:
+            tool.stop()
+    _log(f"{floor.NAME}: latency {_brief(report['latency'])}; bursts {report['burst']}")
+    return report
+
+
+def run_announcer_only(plan: Plan, work: Path) -> dict[str, Any]:
+    """The announcer with a stand-in ExaBGP answering at once (bench/announcer_only.py)."""
+    name = announcer_only.NAME
+    _log(f"{name}: lab up")
+    with lab(work / name) as lab_:
+        tool = announcer_only.StandInAnnouncer(name, lab_.host, work / name / "tool",
+                                               probe_log=work / name / "probe.log")  # fmt: skip
+        try:
+            size = plan.bursts[-1]
+            report = announcer_only.measure(
+                lab_, tool, block(STARTUP, 1_000), block(LATENCY, plan.trials),
+                block(CHURN, 1000 * int(plan.churn_seconds) + 10), plan.churn_seconds,
+                block(BURST_BLOCKS[size], size),
+            )  # fmt: skip
+        finally:
+            tool.stop()
+    _log(f"{name}: {json.dumps(report)[:1500]}")
+    return report
+
+
 def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, Any],
              only: set[str]) -> None:  # fmt: skip
     """Every section in order, each one optional with --only."""
@@ -240,12 +281,15 @@ def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, An
         report["micro_core"] = micro.run(events=2 if plan.quick else 4)
     makers: dict[str, Callable[[Path, str], Tool]] = {
         "announcer": lambda w, ns: AnnouncerTool("announcer", ns, w),
+        STOCK: lambda w, ns: AnnouncerTool(STOCK, ns, w, env=STOCK_ENV),
         "frr": lambda w, ns: FrrTool("frr", ns, w),
         "bird": lambda w, ns: BirdTool("bird", ns, w),
     }
     for name, make in makers.items():
         if wanted(name):
             tools[name] = run_tool(name, make, plan, work, plan.bursts)
+    if wanted(floor.NAME):
+        tools[floor.NAME] = _attempt(floor.NAME, lambda: run_floor(plan, work))
     if wanted("bird-default") and plan.quick:
         report["bird_default_note"] = "skipped in --quick (its 100k burst takes about a minute)"
     elif wanted("bird-default"):
@@ -253,12 +297,17 @@ def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, An
             "bird-default", lambda w, ns: BirdTool("bird-default", ns, w, rx_buffer=None),
             plan, work, plan.bursts[-1:], do_latency=False,
         )  # fmt: skip
-    if wanted("levers"):
-        report["announcer_levers"] = levers(plan, work)
+    if wanted(announcer_only.NAME):
+        report["announcer_only_run"] = _attempt(
+            announcer_only.NAME, lambda: run_announcer_only(plan, work))  # fmt: skip
+    if wanted("probe"):
+        report["announcer_probe"] = probes(plan, work)
+    if wanted("idle"):
+        report["idle"] = idle.run(work / "idle", block(IDLE, idle.ROUTES), plan.idle_seconds, _log)
     if wanted("exabgp"):
         _log("ExaBGP profile")
         report["exabgp_profile"] = _attempt("exabgp", lambda: exabgp_profile.run(
-            work / "exabgp", plan.lever_burst, 5 if plan.quick else 15))  # fmt: skip
+            work / "exabgp", plan.probe_burst, 5 if plan.quick else 15))  # fmt: skip
     if wanted("failover"):
         _log("health failover")
         report["health_failover"] = failover.run(work / "failover", 1 if plan.quick else 3)
@@ -287,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     report["tools"] = tools
     report.setdefault("health_failover", {"skipped": "not selected (--only)"})
-    report["ratios"] = ratios(tools)
+    assemble(report)
     report["peak_rss_mb_100k"] = _rss_100k(tools)
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
     report["loadavg_at_end"] = loadavg()
@@ -295,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(render_table(table_rows(tools)))
     print(json.dumps({k: v for k, v in report["ratios"].items() if k != "details"}, indent=1))
+    print(json.dumps(report["targets"], indent=1))
     if tools:
         from bench.plot import plot_cdfs
 
@@ -315,27 +365,18 @@ def _rss_100k(tools: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-SPEED = {"exabgp.reactor.speed": "0.1"}
-LOG_OFF = {"exabgp.log.processes": "false"}
+STOCK_ENV = {"ANNOUNCER_EXABGP_STOCK": "1"}  # the launcher runs ExaBGP unmodified
 
 
-def levers(plan: Plan, work: Path) -> dict[str, Any]:
-    """ExaBGP's own levers on the announcer as shipped (which already groups bursts), each
-    in its own lab, through the probe. The shipped env sets none of them."""
-    big = (plan.lever_burst,)
-    variants: list[tuple[str, dict[str, str], tuple[int, ...], int, bool]] = [
-        ("shipped", {}, big, plan.lever_trials, True),
-        ("reactor-speed-0.1", SPEED, big, plan.lever_trials, False),
-        ("log-processes-off", LOG_OFF, big, 0, False),
-        ("speed-0.1+log-off", {**SPEED, **LOG_OFF},
-         big if plan.quick else (*big, 100_000), 0, False),
-    ]  # fmt: skip
-    if plan.quick:  # the shipped path (stages, churn) and the best lever combination
-        variants = [variants[0], variants[-1]]
+def probes(plan: Plan, work: Path) -> dict[str, Any]:
+    """The announcer as shipped through bench/probe.py, on accelerated ExaBGP (stages of
+    one route, a burst's pace, churn) and on stock ExaBGP (the burst and churn), each in
+    its own lab. ExaBGP's own settings: exabgp/exabgp.env (what the product ships)."""
+    big = (plan.probe_burst,)
     out: dict[str, Any] = {}
-    for name, env, bursts, trials, do_churn in variants:
-        out[name] = _attempt(name, lambda n=name, e=env, b=bursts, t=trials, c=do_churn:
-                             run_probed(n, plan, work, e, b, t, c))  # fmt: skip
+    for name, env, trials in (("accelerated", {}, plan.probe_trials), ("stock", STOCK_ENV, 0)):
+        out[name] = _attempt(name, lambda n=name, e=env, t=trials: run_probed(
+            f"probe-{n}", plan, work, e, big, t, True))  # fmt: skip
     return out
 
 

@@ -75,6 +75,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def launcher_mode(stdout: Path) -> str:
+    """What announcer/exabgp/launcher.py said it runs (its one ``exabgp_launcher`` line)."""
+    with contextlib.suppress(OSError):
+        for line in stdout.read_text(errors="replace").splitlines():
+            if "exabgp_launcher" in line:
+                return line.split("exabgp_launcher", 1)[1].strip()
+    return "unknown (no launcher line)"
+
+
 # --------------------------------------------------------------------------- tools
 
 
@@ -142,9 +151,17 @@ class AnnouncerTool(Tool):
         return found
 
     def processes(self) -> dict[str, list[int]]:
+        """ExaBGP, the announcer (the daemon ExaBGP runs) and its watchdog child apart."""
         assert self.exabgp is not None
-        helpers = self.exabgp.helpers()  # the announcer and its watchdog child
-        return {"exabgp": [self.exabgp.pid], "announcer": helpers}
+        helpers = self.exabgp.helpers()
+        daemon = self.announcer_pids()
+        return {"exabgp": [self.exabgp.pid], "announcer": daemon,
+                "watchdog": [p for p in helpers if p not in daemon]}  # fmt: skip
+
+    def exabgp_mode(self) -> str:
+        """The launcher's own line: ``mode=accelerated ...`` or ``mode=stock ... reason=...``."""
+        assert self.exabgp is not None
+        return launcher_mode(self.exabgp.workdir / "exabgp.stdout")
 
     def kill9(self) -> int:
         [pid] = self.announcer_pids()
@@ -298,6 +315,7 @@ __all__ = [
     "Tool",
     "cpu_seconds",
     "lab",
+    "launcher_mode",
     "pid_rss_hwm_mb",
     "reset_peak",
     "session_pids",

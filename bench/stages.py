@@ -92,14 +92,13 @@ class Trial:
 
 
 def stage_times(index_: Index, trial: Trial) -> dict[str, float] | None:
-    """Milliseconds spent in each stage of one trial (None if a record is missing)."""
+    """Milliseconds spent in each stage of one trial (None if the announcer's records are
+    missing; the wire and FIB stages only when the trial saw them)."""
     log = index_.log
     sign = "+" if trial.verb == "announce" else "-"
     t_nl = index_.first_netlink(sign + trial.prefix, trial.t0)
     index = index_.queued_index(f"{trial.prefix}/32", trial.t0)
-    if t_nl is None or index is None or trial.wire is None or trial.fib is None:
-        return None
-    if index >= len(log.written_at):
+    if t_nl is None or index is None or index >= len(log.written_at):
         return None
     t_q = log.queued[index][0]
     t_w = log.written_at[index]
@@ -107,10 +106,13 @@ def stage_times(index_: Index, trial: Trial) -> dict[str, float] | None:
         "kernel_to_netlink_read": t_nl - trial.t0,
         "netlink_read_to_line_queued": t_q - t_nl,
         "queued_to_pipe_write": t_w - t_q,
-        "pipe_write_to_wire": trial.wire - t_w,
-        "wire_to_leaf_fib": trial.fib - trial.wire,
-        "total_to_wire": trial.wire - trial.t0,
+        "kernel_to_pipe_write": t_w - trial.t0,  # the announcer's whole share
     }
+    if trial.wire is not None:
+        stages["pipe_write_to_wire"] = trial.wire - t_w
+        stages["total_to_wire"] = trial.wire - trial.t0
+        if trial.fib is not None:
+            stages["wire_to_leaf_fib"] = trial.fib - trial.wire
     if index < len(log.acked_at):
         stages["pipe_write_to_exabgp_reply"] = log.acked_at[index] - t_w
     return {k: v * 1000 for k, v in stages.items()}
@@ -140,10 +142,13 @@ def breakdown(log: ProbeLog, trials: list[Trial]) -> dict[str, Any]:
 
 def event_to_command(log: ProbeLog, changes: list[tuple[str, str, float]]) -> dict[str, Any]:
     """Churn: for each kernel change (prefix, verb, sent at), the time from the netlink read
-    to its line being queued (inside the process) and from the kernel change to the queue."""
+    to its line being queued (inside the process), from the kernel change to the queue,
+    and from the kernel change to the line written to ExaBGP's pipe (the announcer's
+    share: "event -> line")."""
     index_ = Index(log)
     inside: list[float] = []
     outside: list[float] = []
+    written: list[float] = []
     for prefix, verb, t0 in changes:
         sign = "+" if verb == "announce" else "-"
         t_nl = index_.first_netlink(sign + prefix, t0)
@@ -153,10 +158,14 @@ def event_to_command(log: ProbeLog, changes: list[tuple[str, str, float]]) -> di
         t_q = log.queued[at][0]
         inside.append((t_q - t_nl) * 1000)
         outside.append((t_q - t0) * 1000)
+        if at < len(log.written_at):
+            written.append((log.written_at[at] - t0) * 1000)
     return {
+        "changes": len(changes),
         "matched": len(inside),
         "netlink_read_to_command_ms": summarize(inside),
         "kernel_change_to_command_ms": summarize(outside),
+        "kernel_change_to_line_written_ms": summarize(written),
     }
 
 

@@ -41,23 +41,31 @@ def _dig(data: Mapping[str, Any], path: Sequence[str]) -> float | None:
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
-def ratio_to_best(
-    tools: Mapping[str, Mapping[str, Any]], path: Sequence[str], anchors: Sequence[str] = ANCHORS
-) -> dict[str, Any]:
-    """announcer / best (smallest) anchor for the figure at ``path`` in every tool's report.
+def _is_anchor(name: str, anchors: Sequence[str]) -> bool:
+    return any(name == a or name.startswith(a + "-") for a in anchors)
 
-    Anchors are matched by name prefix, so "bird" covers "bird" and "bird-default".
+
+def ratio_to_best(
+    tools: Mapping[str, Mapping[str, Any]],
+    path: Sequence[str],
+    anchors: Sequence[str] = ANCHORS,
+    subject: str = SUBJECT,
+) -> dict[str, Any]:
+    """subject / best (smallest) anchor for the figure at ``path`` in every tool's report.
+
+    Anchors are matched by name prefix, so "bird" covers "bird" and "bird-default"; the
+    figure is reported under the key "announcer" whoever the subject is.
     """
-    mine = _dig(tools.get(SUBJECT, {}), path)
+    mine = _dig(tools.get(subject, {}), path)
     candidates = {
         name: value
         for name, report in tools.items()
-        if any(name == a or name.startswith(a + "-") for a in anchors)
+        if _is_anchor(name, anchors)
         for value in [_dig(report, path)]
         if value is not None and value > 0
     }
     if mine is None or not candidates:
-        return {"ratio": None, "why": "figure missing for the announcer or every anchor"}
+        return {"ratio": None, "why": f"figure missing for {subject} or every anchor"}
     best = min(candidates, key=lambda k: candidates[k])
     return {
         "ratio": round(mine / candidates[best], 3),
@@ -74,20 +82,49 @@ RATIO_PATHS: dict[str, tuple[str, ...]] = {
     "withdraw_median_vs_best": ("latency", "withdraw_fib_ms", "median"),
     "burst_100k_vs_best": ("burst", "100000", "announce_fib_seconds"),
 }
+FLOOR = "exabgp-alone"  # ExaBGP fed the announcer's lines by a stand-in (bench/floor.py)
 
 
-def ratios(tools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _with_burst_fallback(
+    tools: Mapping[str, Mapping[str, Any]],
+    subject: str,
+    details: dict[str, dict[str, Any]],
+    key: str,
+    against: Sequence[str],
+) -> None:
+    """Quick mode has no 100k burst: use the largest burst measured by both sides."""
+    if details[key]["ratio"] is not None:
+        return
+    sizes = sorted(tools.get(subject, {}).get("burst", {}), key=int, reverse=True)
+    for size in sizes:
+        fallback = ratio_to_best(tools, ("burst", size, "announce_fib_seconds"), against, subject)
+        if fallback["ratio"] is not None:
+            details[key] = {**fallback, "note": f"quick mode: {size} routes"}
+            return
+
+
+def ratios(tools: Mapping[str, Mapping[str, Any]], subject: str = SUBJECT) -> dict[str, Any]:
     """The headline ratios (plain numbers, None when not measurable) and their details.
 
     burst_100k_vs_best falls back to the largest burst measured by every tool (quick mode)."""
-    details = {name: ratio_to_best(tools, path) for name, path in RATIO_PATHS.items()}
-    if details["burst_100k_vs_best"]["ratio"] is None:
-        sizes = sorted(tools.get(SUBJECT, {}).get("burst", {}), key=int, reverse=True)
-        for size in sizes:
-            fallback = ratio_to_best(tools, ("burst", size, "announce_fib_seconds"))
-            if fallback["ratio"] is not None:
-                details["burst_100k_vs_best"] = {**fallback, "note": f"quick mode: {size} routes"}
-                break
+    details = {
+        name: ratio_to_best(tools, path, subject=subject) for name, path in RATIO_PATHS.items()
+    }
+    _with_burst_fallback(tools, subject, details, "burst_100k_vs_best", ANCHORS)
+    plain = {name: detail["ratio"] for name, detail in details.items()}
+    return {**plain, "details": details}
+
+
+def ratios_to_floor(
+    tools: Mapping[str, Mapping[str, Any]], subject: str = SUBJECT
+) -> dict[str, Any]:
+    """The same figures as :func:`ratios`, divided by ExaBGP alone's (the floor): how much
+    the announcer adds to what ExaBGP itself needs. Keys end in ``_vs_floor``."""
+    details = {
+        name.replace("_vs_best", "_vs_floor"): ratio_to_best(tools, path, (FLOOR,), subject)
+        for name, path in RATIO_PATHS.items()
+    }
+    _with_burst_fallback(tools, subject, details, "burst_100k_vs_floor", (FLOOR,))
     plain = {name: detail["ratio"] for name, detail in details.items()}
     return {**plain, "details": details}
 
