@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ARTIFACTS / "bench-report.json"))
     parser.add_argument("--png", default=str(ARTIFACTS / "bench-latency-cdf.png"))
     parser.add_argument("--only", default="", help="comma list of sections (debugging)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -333,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         _log("interrupted: namespaces removed")
         return 130
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            _log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     report["tools"] = tools
     report.setdefault("health_failover", {"skipped": "not selected (--only)"})
     assemble(report)
