@@ -28,7 +28,6 @@ from announcer.exabgp.commands import (
     NeighborState,
     Text,
     parse_adj_rib_out,
-    render,
     render_batches,
     render_eor,
 )
@@ -191,9 +190,11 @@ class ExaBGPSink:
     def tick(self) -> None:
         """Once a second: withdraw echoes, pruning, and exit if ExaBGP stopped answering."""
         now = self.clock()
-        for command in self.upkeep.echoes_due(now, self.table.entries):
-            self.channel.send(render(command))
-            self.stats.echoed += 1
+        # Grouped like any burst of withdraws: a mass withdraw soon after its announce is
+        # echoed in a few lines, not one per prefix (10k single lines kept ExaBGP busy).
+        for line, batch in render_batches(self.upkeep.echoes_due(now, self.table.entries)):
+            self.channel.send(line)
+            self.stats.echoed += len(batch)
         self.upkeep.forget_old_announces(now)
         pipe = self.channel.pipe
         if pipe.busy_for() > self.config.ack_timeout_seconds and not pipe.query_queued:
