@@ -142,6 +142,8 @@ def big_burst(lab_: Lab, tool: StandInAnnouncer, prefixes: list[IPv4Address],
     t0 = _batch(lab_, "add", prefixes)
     if not _wait_held(tool, base + len(prefixes), 300):
         return {"failed": f"not all {len(prefixes)} written within 300 s"}
+    if os.environ.get("BENCH_PROBE_TRACEMALLOC"):  # a memory profile: its state at the peak
+        os.kill(daemon, signal.SIGUSR1)
     assert tool.probe_log is not None
     log = parse_probe(tool.probe_log.read_text().splitlines())
     last = max((t for t in log.written_at if t >= t0), default=0.0)

@@ -1,14 +1,15 @@
 """Where ExaBGP's time goes on a burst, and what its idle loop costs (the ``exabgp`` section).
 
-``profile``: ExaBGP 5 under cProfile, fed by a stand-in for the announcer that writes the
-exact lines the announcer writes for a burst of N new /32s (``render_batches``: groups of up
-to 200 prefixes per ``announce attributes ... nlri`` line) as soon as the session is up. The
-report gives the seconds until FRR (the peer) holds all N, and the share of ExaBGP's CPU
-spent (wall clock) in its per-route work: ``Neighbor.remove_self`` (a ``deepcopy`` of every route),
-the per-route "route added" INFO log, the reactor's idle ``poll`` (10 ms at
-``reactor.speed`` 1.0, after every 50 routes it processes), and the rest.
+``profile``: ExaBGP 5 under cProfile, stock and through the launcher (accelerated,
+docs/adr/0003), both with the shipped settings (exabgp/exabgp.env), fed by a stand-in for
+the announcer that writes the exact lines the announcer writes for a burst of N new /32s
+(``render_batches``: groups of up to 200 prefixes per ``announce attributes ... nlri``
+line) as soon as the session is up. The report gives the seconds until FRR (the peer)
+holds all N, the share of ExaBGP's profiled time in named parts (``Neighbor.remove_self``'s
+deep copy, the launcher's shared resolver, the per-route log, the reactor's idle ``poll``,
+the RIB, building UPDATEs) and the functions with the most time of their own.
 ``idle``: ExaBGP's CPU with an established session and nothing to do, at ``reactor.speed``
-1.0 (shipped) and 0.1 (the lever that halves burst times).
+1.0 (shipped) and 0.1 (the lever the launcher makes unnecessary).
 
 ``python -m bench.exabgp_profile feed N`` is the stand-in (ExaBGP runs it as its process).
 """
@@ -29,6 +30,7 @@ from bench.setups import cpu_seconds
 from tests.netlab import (
     DEFAULT_EXABGP,
     HOST_V4,
+    LAUNCHER,
     PEER_V4,
     ExaBGPProcess,
     bgp_link,
@@ -42,6 +44,7 @@ REPO_PATH = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 # (label, file suffix, function name): cumulative time of these, as a share of the total
 PARTS = [
     ("remove_self_deepcopy", "exabgp/bgp/neighbor.py", "remove_self"),
+    ("launcher_resolve_self_shared", "announcer/exabgp/launcher.py", "resolve"),
     ("per_route_log", "exabgp/logger/__init__.py", "logger"),
     ("idle_poll", "~", "<method 'poll' of 'select.poll' objects>"),
     ("rib_add", "exabgp/rib/outgoing.py", "add_to_rib"),
@@ -69,11 +72,13 @@ def _conf(count: int) -> str:
     )
 
 
-def _wrapper(work: Path, profile: Path) -> str:
-    """An executable that runs ExaBGP under cProfile (Python, not sh: dash drops the
-    ``exabgp.*`` environment variables, whose names have dots)."""
+def _wrapper(work: Path, profile: Path, accelerated: bool) -> str:
+    """An executable that runs ExaBGP under cProfile, stock (its console script) or through
+    the launcher (Python, not sh: dash drops the ``exabgp.*`` environment variables, whose
+    names have dots)."""
     path = work / "exabgp-profiled"
-    argv = [sys.executable, "-m", "cProfile", "-o", str(profile), DEFAULT_EXABGP]
+    entry = str(LAUNCHER) if accelerated else DEFAULT_EXABGP
+    argv = [sys.executable, "-m", "cProfile", "-o", str(profile), entry]
     body = f"import os, sys\nos.execv({sys.executable!r}, {argv!r} + sys.argv[1:])\n"
     path.write_text(f"#!{sys.executable}\n{body}")
     path.chmod(0o755)
@@ -85,12 +90,12 @@ def _accepted(link: Any) -> int:
     return int(info.get("acceptedPrefixCounter", 0))
 
 
-def profile(work: Path, count: int) -> dict[str, Any]:
+def profile(work: Path, count: int, accelerated: bool) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     prof = work / "exabgp.prof"
     conf = _conf(count)
     with bgp_link(work) as link:
-        exabgp = _wrapper(work, prof)
+        exabgp = _wrapper(work, prof, accelerated)
         exa = ExaBGPProcess.start(link.host, work / "exabgp", conf, exabgp=exabgp, env=REPO_PATH)
         try:
             poll(lambda: link.frr.session_established(HOST_V4) or None, 60, "session up")
@@ -100,23 +105,41 @@ def profile(work: Path, count: int) -> dict[str, Any]:
         finally:
             exa.stop()
         poll(lambda: prof.exists() or None, 30, "profile written")
-    stats = pstats.Stats(str(prof))
-    total = stats.total_tt  # type: ignore[attr-defined]
-    shares: dict[str, float] = {}
-    for label, suffix, name in PARTS:
-        cumulative = sum(
-            row[3]
-            for (filename, _, func), row in stats.stats.items()  # type: ignore[attr-defined]
-            if func == name and filename.endswith(suffix)
-        )
-        shares[label] = round(cumulative / total, 3)
     return {
         "routes": count,
         "seconds_to_peer_profiled": round(seconds, 2),
-        "profiled_cpu_seconds": round(total, 2),
-        "share_of_exabgp_wall_time": shares,
+        **shares(pstats.Stats(str(prof))),
         "note": "cProfile roughly doubles ExaBGP's time; the shares are what matters",
     }
+
+
+def shares(stats: pstats.Stats) -> dict[str, Any]:
+    """Named parts (cumulative) and the 12 functions with the most own time, as shares."""
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = stats.stats.items()  # type: ignore[attr-defined]
+    named: dict[str, float] = {}
+    for label, suffix, name in PARTS:
+        cumulative = sum(
+            row[3] for (path, _, func), row in rows if func == name and path.endswith(suffix)
+        )
+        named[label] = round(cumulative / total, 3)
+    own = sorted(rows, key=lambda item: item[1][2], reverse=True)[:12]
+    return {
+        "profiled_cpu_seconds": round(total, 2),
+        "share_of_exabgp_wall_time": named,
+        "top_own_time": [
+            {"function": f"{_short(filename)}:{func}", "share": round(row[2] / total, 3)}
+            for (filename, _, func), row in own
+        ],
+    }
+
+
+def _short(filename: str) -> str:
+    """exabgp/... or announcer/... of a path, else its last two parts."""
+    for root in ("exabgp/", "announcer/"):
+        if root in filename:
+            return root + filename.rsplit(root, 1)[1]
+    return "/".join(filename.split("/")[-2:])
 
 
 def idle(work: Path, seconds: float) -> dict[str, Any]:
@@ -143,7 +166,8 @@ def idle(work: Path, seconds: float) -> dict[str, Any]:
 
 def run(work: Path, count: int, idle_seconds: float) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    result["burst_profile"] = profile(work / "profile", count)
+    result["burst_profile"] = profile(work / "profile-stock", count, accelerated=False)
+    result["burst_profile_accelerated"] = profile(work / "profile-accelerated", count, True)
     result["idle"] = idle(work, idle_seconds)
     return result
 

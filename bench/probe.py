@@ -12,14 +12,20 @@ before running the ordinary ``announcer run`` (nothing in announcer/ changes):
 
 Each record is one line ``tag monotonic data`` appended to $BENCH_PROBE_LOG. Replies come in
 the order lines were written, so the n-th ``a`` belongs to the n-th line of ``q``.
+
+With $BENCH_PROBE_TRACEMALLOC=FILE (a memory profile; it slows the process and inflates
+its RSS, so never in a measured run) tracemalloc runs from the start, and each SIGUSR1
+appends to FILE the 30 source lines holding the most memory and the traced peak.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 import time
+import tracemalloc
 import types
 from typing import Any
 
@@ -110,7 +116,25 @@ def _gc(phase: str, info: dict[str, int]) -> None:
         record("gc", f"{info['generation']} {now - _gc_started[0]:.6f}")
 
 
+def _dump_memory(path: str) -> None:
+    current, peak = tracemalloc.get_traced_memory()
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))  # noqa: SIM115
+    stats = tracemalloc.take_snapshot().statistics("lineno")[:30]
+    with open(path, "a") as out:
+        out.write(f"# traced {current / 2**20:.1f} MB (peak {peak / 2**20:.1f}), VmRSS "
+                  f"{status['VmRSS'].strip()}, VmHWM {status['VmHWM'].strip()}\n")  # fmt: skip
+        out.writelines(f"{stat}\n" for stat in stats)
+
+
+def _memory_profile() -> None:
+    path = os.environ.get("BENCH_PROBE_TRACEMALLOC")
+    if path:
+        tracemalloc.start(1)
+        signal.signal(signal.SIGUSR1, lambda *_: _dump_memory(path))
+
+
 def install() -> None:
+    _memory_profile()
     gc.callbacks.append(_gc)
     kernel_module.NetlinkSubscription.read = _nl_read  # type: ignore[method-assign]
     app.Announcer.reconcile = _reconcile  # type: ignore[method-assign]
