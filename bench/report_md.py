@@ -54,7 +54,8 @@ def machine(report: Mapping[str, Any]) -> str:
         f"Mode **{report.get('mode')}**, {num(report.get('elapsed_seconds', 0) / 60, 1)} min; "
         f"{m.get('nproc')} CPUs ({m.get('cpu')}), Linux {m.get('kernel')}, Python "
         f"{m.get('python')}, {m.get('exabgp')}, {m.get('frr')}, {m.get('bird')}; commit "
-        f"{m.get('commit')} (announcer/ dirty: {m.get('announcer_dirty')}); 1-minute load "
+        f"{' '.join(str(m.get('commit')).split()[:3])} (announcer/ dirty: "
+        f"{m.get('announcer_dirty')}); 1-minute load "
         f"{num(load[0])} at the start, {num(report.get('loadavg_at_end'))} at the end."
     )
 
@@ -62,7 +63,10 @@ def machine(report: Mapping[str, Any]) -> str:
 def targets(report: Mapping[str, Any]) -> str:
     rows = []
     for t in report.get("targets", []):
-        value = t["value"] if isinstance(t["value"], str) else num(t["value"], 3, f" {t['unit']}")
+        digits = {"MB": 1, "x": 2}.get(t["unit"], 3)
+        value = t["value"]
+        if not isinstance(value, str):
+            value = num(value, digits, f" {t['unit']}")
         limit = t["limit"] if isinstance(t["limit"], str) else f"≤ {t['limit']} {t['unit']}"
         status = {True: "**met**", False: "**not met**", None: "not measured"}[t["met"]]
         if t.get("provisional"):
@@ -179,7 +183,7 @@ def own_share(report: Mapping[str, Any]) -> str:
          f"{num(ours.get('churn_event_to_line_p99_ms'), 2)} / "
          f"{num(d.get('churn_event_to_line_p99_ms_with_exabgp'), 2)}"],
         ["churn 1k/s: announcer CPU %", num(dig(run, "churn", "cpu_percent", "announcer"), 1)],
-        [f"burst of {d.get('burst_routes')}: kernel → last line written, s",
+        [f"burst of {num(d.get('burst_routes'), 0)} routes: kernel → last line written, s",
          num(d.get("burst_kernel_to_last_line_s"), 3)],
     ]  # fmt: skip
     return table(["the announcer's own share", "value"], rows)
