@@ -189,6 +189,24 @@ def own_share(report: Mapping[str, Any]) -> str:
     return table(["the announcer's own share", "value"], rows)
 
 
+def processes(report: Mapping[str, Any]) -> str:
+    """The announcer's processes apart from ExaBGP's, per burst: peak RSS and CPU seconds."""
+    rows = []
+    for name, tool in _tools(report):
+        if name not in ("announcer", STOCK, "exabgp-alone"):
+            continue
+        for size, b in sorted(tool.get("burst", {}).items(), key=lambda item: int(item[0])):
+            if not isinstance(b, Mapping) or "failed" in b:
+                continue
+            rss, cpu = b.get("peak_rss_mb", {}), b.get("cpu_seconds_announce", {})
+            rows.append([name, f"{int(size) // 1000}k",
+                         *(num(rss.get(r), 1) for r in ("exabgp", "announcer", "watchdog")),
+                         *(num(cpu.get(r), 2) for r in ("exabgp", "announcer"))])  # fmt: skip
+    head = ["tool", "burst", "peak RSS ExaBGP MB", "announcer MB", "watchdog MB",
+            "CPU s (announce) ExaBGP", "announcer"]  # fmt: skip
+    return table(head, rows)
+
+
 STAGES = ("kernel_to_netlink_read", "netlink_read_to_line_queued", "queued_to_pipe_write",
           "kernel_to_pipe_write", "pipe_write_to_exabgp_reply", "pipe_write_to_wire",
           "wire_to_leaf_fib", "total_to_wire")  # fmt: skip
@@ -289,6 +307,7 @@ SECTIONS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
     ("One /32 at a time (ms, median / p99)", latency),
     ("Bursts (seconds until the last route is in / gone from the leaf FIB)", bursts),
     ("Accelerated and stock ExaBGP", modes), ("The announcer's own share", own_share),
+    ("Per process, per burst", processes),
     ("Stages of one route", stages), ("Churn, 1,000 changes/s", churn),
     ("Idle, 100 routes", idle), ("Startup (seconds)", startup),
     ("Core micro-benchmarks", micro), ("Health failover", failover),

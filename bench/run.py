@@ -315,7 +315,7 @@ def sections(plan: Plan, work: Path, report: dict[str, Any], tools: dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 3 minutes, smaller figures")
+    parser.add_argument("--quick", action="store_true", help="about 5 minutes, smaller figures")
     parser.add_argument("--out", default=str(ARTIFACTS / "bench-report.json"))
     parser.add_argument("--png", default=str(ARTIFACTS / "bench-latency-cdf.png"))
     parser.add_argument("--only", default="", help="comma list of sections (debugging)")

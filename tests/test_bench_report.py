@@ -181,3 +181,4 @@ def test_the_markdown_tables_carry_the_figures_and_the_verdicts() -> None:
     assert "**met**" in text
     assert "6.00" in text  # the announcer's 100k burst
     assert "1.50\u00d7" in text  # its ratio to the best anchor and to the floor
+    assert "| announcer | 100k | 95.0 | 50.0 | 10.0 | 1.00 | 1.00 |" in text
