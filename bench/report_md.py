@@ -293,6 +293,26 @@ def micro(report: Mapping[str, Any]) -> str:
     return table(["micro (mean per event at 1k · 10k · 100k)", "cost", "verdict"], rows)
 
 
+def profile(report: Mapping[str, Any]) -> str:
+    """ExaBGP under cProfile, stock and accelerated: named parts, then the top functions."""
+    p = report.get("exabgp_profile", {})
+    stock, fast = p.get("burst_profile", {}), p.get("burst_profile_accelerated", {})
+    parts = list(dict.fromkeys([*stock.get("share_of_exabgp_wall_time", {}),
+                                *fast.get("share_of_exabgp_wall_time", {})]))  # fmt: skip
+    rows = [["routes → FRR, s (profiled)", num(stock.get("seconds_to_peer_profiled")),
+             num(fast.get("seconds_to_peer_profiled"))]]  # fmt: skip
+    rows += [[part.replace("_", " "),
+              num(dig(stock, "share_of_exabgp_wall_time", part), 3),
+              num(dig(fast, "share_of_exabgp_wall_time", part), 3)] for part in parts]  # fmt: skip
+    top = [[t["function"], num(t["share"], 3)] for t in fast.get("top_own_time", [])]
+    idle = p.get("idle", {})
+    speeds = ", ".join(f"reactor.speed {v} {num(idle.get(f'reactor_speed_{v}_cpu_percent'))}"
+                       for v in ("1.0", "0.1"))  # fmt: skip
+    return (table(["share of ExaBGP's profiled time", "stock", "accelerated"], rows)
+            + "\n\n" + table(["accelerated: most own time", "share"], top)
+            + f"\n\nIdle ExaBGP, CPU %: {speeds}.")  # fmt: skip
+
+
 def failover(report: Mapping[str, Any]) -> str:
     f = report.get("health_failover", {})
     rows = [[name, num(dig(r, "service_stop_to_update_seconds", "median"), 3),
@@ -310,7 +330,8 @@ SECTIONS: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
     ("Per process, per burst", processes),
     ("Stages of one route", stages), ("Churn, 1,000 changes/s", churn),
     ("Idle, 100 routes", idle), ("Startup (seconds)", startup),
-    ("Core micro-benchmarks", micro), ("Health failover", failover),
+    ("Core micro-benchmarks", micro), ("ExaBGP's profile (burst of the announcer's lines)",
+                                       profile), ("Health failover", failover),
 ]  # fmt: skip
 
 
