@@ -55,14 +55,15 @@ class FrrNode:
         empty = self.sockdir / "empty.conf"
         empty.write_text("")
         text = self.conf.read_text()
+        # zebra first, the others once its zserv socket exists: a client whose first
+        # connect fails retries only 10 s later (FRR's zclient), and a bgpd that registers
+        # its BFD sessions before it is connected never has them installed (measured: the
+        # leaf detected a silent failure by the hold timer, not BFD)
         for daemon in self.daemons:
-            argv = [str(FRR_DIR / daemon), "-u", "root", "-g", "frrvty", "-P", "0",
-                    "-F", profile(text), "-f", str(empty),
-                    "-i", str(self.sockdir / f"{daemon}.pid"),
-                    "-z", str(self.sockdir / "zserv.api"),
-                    "--vty_socket", str(self.sockdir),
-                    "--log", f"file:{self.logdir / f'{daemon}.log'}"]  # fmt: skip
-            self.procs[daemon] = spawn(self.ns, argv, self.logdir / f"{daemon}.stdout")
+            self.procs[daemon] = spawn(self.ns, self._argv(daemon, profile(text), empty),
+                                       self.logdir / f"{daemon}.stdout")  # fmt: skip
+            if daemon == "zebra":
+                poll(self._zserv_ready, 20, f"{self.name}: zebra's zserv socket")
         for daemon in self.daemons:
             poll(partial(self._ready, daemon), 20, f"{self.name}: {daemon} vty socket")
         out = run(self.ns, ["vtysh", "--vty_socket", str(self.sockdir), "-f", str(self.conf)],
@@ -70,6 +71,21 @@ class FrrNode:
         (self.logdir / "vtysh-apply.log").write_text(out.stdout + out.stderr)
         if out.returncode != 0:
             raise LabError(f"{self.name}: vtysh -f {self.conf} failed:\n{out.stdout}{out.stderr}")
+
+    def _argv(self, daemon: str, defaults: str, empty: Path) -> list[str]:
+        argv = [str(FRR_DIR / daemon), "-u", "root", "-g", "frrvty", "-P", "0",
+                "-F", defaults, "-f", str(empty),
+                "-i", str(self.sockdir / f"{daemon}.pid"),
+                "-z", str(self.sockdir / "zserv.api"),
+                "--vty_socket", str(self.sockdir),
+                "--log", f"file:{self.logdir / f'{daemon}.log'}"]  # fmt: skip
+        if daemon == "bfdd":  # its control socket defaults to one path for the machine
+            argv += ["--bfdctl", str(self.sockdir / "bfdd.sock")]
+        return argv
+
+    def _zserv_ready(self) -> bool:
+        self._ready("zebra")  # raises if zebra exited
+        return (self.sockdir / "zserv.api").exists()
 
     def _ready(self, daemon: str) -> bool:
         proc = self.procs[daemon]
