@@ -1,4 +1,5 @@
-"""``python -m announcer.lab``: up, down, status, exec, test, report, all (docs/lab.md)."""
+"""``python -m announcer.lab``: up, down, status, exec, test, report, all, restart-exabgp
+(docs/lab.md)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("test")
     rep = sub.add_parser("report")
     rep.add_argument("--run-dir", type=Path)
+    rs = sub.add_parser("restart-exabgp", help="`systemctl restart` of a server's ExaBGP "
+                        "(restart-stack's --restart-command in rolling_upgrade)")
+    rs.add_argument("server")
+    rs.add_argument("--plain", action="store_true",
+                    help="start it without graceful restart and manual End-of-RIB")
     ex = sub.add_parser("exec")
     ex.add_argument("node")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -139,6 +145,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             lab = _attach()
             print(json.dumps(lab.status() if isinstance(lab, NetnsLab)
                              else [c.__dict__ for c in lab.inspect()], indent=1))  # fmt: skip
+        case "restart-exabgp":
+            lab = _attach()
+            if not isinstance(lab, NetnsLab):
+                raise LabError("restart-exabgp: containerlab servers have lab-restart-exabgp")
+            print(f"stopped in {lab.restart_exabgp(args.server, not args.plain):.3f} s, started")
         case "exec":
             proc = _attach().exec(args.node, args.cmd, check=False)
             sys.stdout.write(proc.stdout)
