@@ -11,9 +11,8 @@ others use:
   family against the weights the same way);
 - an event under traffic: ``Streams(lab, fabric, name, seconds)``, ``baseline()``, the event
   once, then per family ``gone_ms``/``watch_leaf`` and the stream's packets turned into
-  ``loss_figures``/``movement``/``save_timeline`` (streams.py; a ``rolling_upgrade`` would
-  restart ExaBGP on each server in turn inside one long stream and report the loss per
-  restart);
+  ``loss_figures``/``movement``/``save_timeline`` (streams.py; ``rolling_upgrade`` in
+  upgrade.py restarts every host in turn inside one long stream per pass);
 - restore what was taken away and ``converge(lab, fabric, ...)`` before returning, so the
   next scenario starts from the full set.
 """
@@ -31,6 +30,8 @@ from announcer.lab.family import combine
 from announcer.lab.gating import health_failover, withdraw_before_stop
 from announcer.lab.namespaces import LabError
 from announcer.lab.scenarios import Fabric, Lab, convergence, hashing
+from announcer.lab.upgrade import REPORT_ORDER, rolling_upgrade
+from announcer.lab.upgrade import schema_errors as upgrade_schema
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Scenario:
     run: Callable[[Lab, Fabric], dict[str, Any]]
     # figures the terminal table shows for each family; "a.b" is key b of the dict at key a
     figures: tuple[str, ...]
+    # what one family's result lacks, beyond family.schema_errors (report.report_errors)
+    schema: Callable[[dict[str, Any]], list[str]] | None = None
 
 
 SUITE: tuple[Scenario, ...] = (
@@ -60,6 +63,11 @@ SUITE: tuple[Scenario, ...] = (
               "graceful.community_ms", "graceful.leaf_fib_ms", "graceful.lost_packets")),
     Scenario("health_failover", lambda lab, fab: health_failover(lab, fab, fab.names[1]),
              ("detection_ms", "lost_packets", "shares_after", "rejoin_ms")),
+    # every host of an instance restarted in turn, three ways, under 2,000 flows per family
+    Scenario("rolling_upgrade", rolling_upgrade,
+             tuple(f"variants.{v}.{k}" for v in REPORT_ORDER
+                   for k in ("lost_packets", "moved_unneeded_fraction", "moved_fraction",
+                             "total_s")), upgrade_schema),
 )  # fmt: skip
 BY_NAME = {s.name: s for s in SUITE}
 
