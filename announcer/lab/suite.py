@@ -19,12 +19,14 @@ others use:
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from announcer.lab import drops
 from announcer.lab.failures import graceful_removal, recovery, server_failure
 from announcer.lab.family import combine
 from announcer.lab.gating import health_failover, withdraw_before_stop
@@ -78,14 +80,18 @@ def run_suite(lab: Lab, fabric: Fabric, suite: tuple[Scenario, ...] = SUITE
     that raises LabError fails for every family with its message; the next one still runs."""
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    kernel: dict[str, Any] = {}  # drop counters that grew during each scenario, per node
     for scenario in suite:
         print(f"scenario {scenario.name} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
+        before = drops.snapshot(lab, lab.topo.nodes)
         try:
             results[scenario.name] = scenario.run(lab, fabric)
         except LabError as exc:
             results[scenario.name] = combine(
                 {f: {"pass": False, "error": str(exc)} for f in fabric.services})
+        kernel[scenario.name] = drops.growth(before, drops.snapshot(lab, lab.topo.nodes))
+        (lab.rundir / "drops.json").write_text(json.dumps(kernel, indent=1))
         seconds[scenario.name] = round(time.monotonic() - started, 1)
         verdicts = results[scenario.name].get("pass_by_family", {})
         print(f"scenario {scenario.name}: {results[scenario.name].get('pass')} {verdicts} "

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from announcer.lab import drops
 from announcer.lab.family import combine, family_of
 from announcer.lab.gating import log_time
 from announcer.lab.instances import parse_instances
@@ -228,6 +229,7 @@ def run_pass(lab: Lab, fabric: Fabric, variant: Variant, order: list[str]
              ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Every host of order in turn under one stream per family; figures per family."""
     converge(lab, fabric, WAIT_S, f"before the {variant.name} pass")
+    counters = drops.snapshot(lab, lab.topo.nodes)
     streams = Streams(lab, fabric, f"upgrade_{variant.name}", MAX_PASS_S, FLOWS, RATE, SLOTS,
                       stoppable=True)  # fmt: skip
     steps: list[Step] = []
@@ -241,7 +243,9 @@ def run_pass(lab: Lab, fabric: Fabric, variant: Variant, order: list[str]
     finally:
         streams.stop()
         packets = streams.result()
+    grown = drops.growth(counters, drops.snapshot(lab, lab.topo.nodes))
     return {f: figures(lab, variant, packets[f], steps, details, svc)
+            | {"kernel_drops": drops.of_family(grown, svc.family.version)}
             for f, svc in fabric.services.items()}  # fmt: skip
 
 
