@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from announcer.lab.frr import FrrNode, enabled_daemons
+from announcer.lab.frr import FrrNode, daemon_options, enabled_daemons
 from announcer.lab.hoststack import (
     STOP_TIMEOUT_S,
     bfdd_commands,
@@ -192,9 +192,10 @@ class NetnsLab:
 
     def _frr_node(self, node: Node, conf: Path) -> FrrNode:
         daemons_file = node.bind_source(FRR_DAEMONS)
-        daemons = enabled_daemons(daemons_file.read_text() if daemons_file else "")
-        return FrrNode(self.ns(node.name), node.name, conf, daemons,
-                       self.sockdir / node.name, self.rundir / node.name)  # fmt: skip
+        text = daemons_file.read_text() if daemons_file else ""
+        return FrrNode(self.ns(node.name), node.name, conf, enabled_daemons(text),
+                       self.sockdir / node.name, self.rundir / node.name,
+                       daemon_options(text))  # fmt: skip
 
     # ---------------------------------------------------------------- operations
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -277,19 +278,32 @@ def restart_all(lab: Lab, fabric: Fabric, order: list[str], graceful: bool) -> N
     converge(lab, fabric, WAIT_S, "after the set-up restarts")
 
 
+def route_monitors(lab: Lab, routers: list[str]) -> list[subprocess.Popen[bytes]]:
+    """`ip -timestamp monitor route` on every router (<run>/<router>/route-monitor.log):
+    every FIB change of the scenario, to match a lost packet with the hop that dropped it."""
+    return [lab.spawn(r, ["ip", "-timestamp", "monitor", "route"],
+                      lab.rundir / r / "route-monitor.log") for r in routers]  # fmt: skip
+
+
 def rolling_upgrade(lab: Lab, fabric: Fabric) -> dict[str, Any]:
     order = sorted(set(fabric.primary.where.values()))
     passes: dict[str, dict[str, dict[str, Any]]] = {}
     converge(lab, fabric, WAIT_S, "before rolling_upgrade")
-    for variant in VARIANTS:
-        try:
-            if variant is PLAIN:
-                restart_all(lab, fabric, order, graceful=False)
-            passes[variant.name] = run_pass(lab, fabric, variant, order)
-        except LabError as exc:
-            passes[variant.name] = {f: {"error": str(exc)} for f in fabric.services}
-            if variant is PLAIN:  # whatever state the hosts are in: graceful restart back
-                restart_all(lab, fabric, order, graceful=True)
+    monitors = route_monitors(lab, fabric.primary.routers)
+    try:
+        for variant in VARIANTS:
+            try:
+                if variant is PLAIN:
+                    restart_all(lab, fabric, order, graceful=False)
+                passes[variant.name] = run_pass(lab, fabric, variant, order)
+            except LabError as exc:
+                passes[variant.name] = {f: {"error": str(exc)} for f in fabric.services}
+                if variant is PLAIN:  # whatever state the hosts are in: graceful restart back
+                    restart_all(lab, fabric, order, graceful=True)
+    finally:
+        for monitor in monitors:
+            monitor.terminate()
+            monitor.wait(10)
     return combine({f: entry({v: passes[v][f] for v in REPORT_ORDER}, order)
                     for f in fabric.services})  # fmt: skip
 

@@ -211,3 +211,12 @@ topology:
 def test_errors_name_the_offending_value(tmp_path, text, message):
     with pytest.raises(TopologyError, match=message):
         parse_topology(text, tmp_path)
+
+
+def test_routers_replace_ipv6_routes_atomically():
+    """FRR 8.4's zebra deletes and re-adds an IPv6 route at each change without this."""
+    from announcer.lab.frr import daemon_options
+
+    for name in ("spine1", "spine2", "leaf1", "leaf2", "leaf3"):
+        options = daemon_options((LAB.parent / name / "daemons").read_text())
+        assert "--v6-rr-semantics" in options["zebra"], name
