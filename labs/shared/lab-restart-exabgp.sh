@@ -4,7 +4,9 @@
 # at once (KillMode=control-group), SIGKILL for what is left after 30 s (TimeoutStopSec),
 # then start again. --plain: start it without graceful restart (lab-exabgp --plain).
 set -eu
-pattern='exabgp|announcer run|announcer.daemon.watchdog'
+# ExaBGP (python .../bin/exabgp CONF), its announcer and watchdog; not this script nor
+# restart-stack, whose command lines name lab-restart-exabgp
+pattern='bin/exabgp /|announcer run -c|announcer[.]daemon[.]watchdog'
 pkill -TERM -f "$pattern" || true
 i=0
 while pgrep -f "$pattern" >/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
