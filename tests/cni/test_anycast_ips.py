@@ -6,7 +6,7 @@ The only test that imports both (announcer.cni may import nothing of the daemon)
 from __future__ import annotations
 
 import pytest
-from announcer.labels import LabelError, parse_labels
+from announcer.spec.labels import LabelError, parse_labels
 
 from announcer.cni.anycast_ips import AnycastIPsError, parse_anycast_ips
 
