@@ -35,11 +35,12 @@ WINDOW = 64
 def _lines(kind: str, first: int, count: int) -> list[str]:
     from announcer.core.plan import Announce, Withdraw
     from announcer.exabgp.commands import render_batches
-    from announcer.model import Announcement
+    from announcer.model import Advert, Prefix
 
-    nets = [IPv4Network((FIRST_PREFIX + first + i, 32)) for i in range(count)]
-    commands = [Announce(Announcement(n)) if kind == "announce" else Withdraw(n) for n in nets]
-    return [line for line, _ in render_batches(commands)]  # type: ignore[arg-type]
+    prefixes = [Prefix.make(4, FIRST_PREFIX + first + i, 32) for i in range(count)]
+    advert = Advert()
+    commands = [Announce(p, advert) if kind == "announce" else Withdraw(p) for p in prefixes]
+    return [line for line, _ in render_batches(commands)]
 
 
 def _read_exabgp(inbox: queue.Queue[tuple[str, str, float]]) -> None:
