@@ -41,7 +41,7 @@ from announcer.daemon.control import ControlServer
 from announcer.daemon.convert import to_damping, to_guard, to_policy
 from announcer.daemon.drains import DrainStore
 from announcer.daemon.feeds import Feeds, FileStamp, build_sources
-from announcer.daemon.hooks import hooks_for
+from announcer.daemon.instruments import hooks_for
 from announcer.daemon.operator import Operator
 from announcer.daemon.status import status_report
 from announcer.daemon.verdicts import Verdicts, plugin_publisher

@@ -3,7 +3,7 @@
 Every part of the daemon reports through :class:`Hooks` (an event observed, commands sent,
 a reconcile's duration, a probe's result). With ``metrics.listen`` unset nobody can read
 metrics, so the hooks do nothing and prometheus_client is never imported (it costs the
-process ~5 MB); with it set, :func:`hooks_for` gives the real
+process ~5 MB); with it set, ``daemon/instruments.py`` (``hooks_for``) gives the real
 :class:`~announcer.daemon.metrics.Metrics`.
 """
 
@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
-from announcer.config import MetricsConfig
 from announcer.core.damping import Damper
 from announcer.core.plan import AnnouncedTable
 from announcer.core.policy import Decision, Policy
@@ -97,13 +96,3 @@ class Hooks:
 
     def close(self) -> None:
         """Stop answering scrapes."""
-
-
-def hooks_for(config: MetricsConfig) -> Hooks:
-    """Metrics when they can be read (``metrics.listen``), else hooks that do nothing (and
-    prometheus_client is never imported)."""
-    if config.listen is None:
-        return Hooks()
-    from announcer.daemon.metrics import Metrics
-
-    return Metrics(config)
