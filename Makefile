@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
 	docker.io busybox-static nftables
 
-.PHONY: test lab soak bench system venv venv-exabgp4 lint clean
+.PHONY: test lab soak bench system venv venv-exabgp4 debian-exabgp lint clean
 
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -37,11 +37,25 @@ $(EXABGP4_VENV)/.installed:
 
 venv-exabgp4: $(EXABGP4_VENV)/.installed
 
+# Debian 12's own ExaBGP 4.2.21 packages, downloaded, not installed: tests/test_readme_literal.py
+# installs them with apt-get inside a private mount namespace (overlays), as docs/exabgp.md
+# tells a Debian user to. Fetched again only when apt's candidate version changes.
+DEBIAN_EXABGP := .cache/debian-exabgp
+DEBIAN_EXABGP_PACKAGES := exabgp python3-exabgp lsb-base
+debian-exabgp:
+	@mkdir -p $(DEBIAN_EXABGP) && cd $(DEBIAN_EXABGP) && \
+	for p in $(DEBIAN_EXABGP_PACKAGES); do \
+	  v=$$(apt-cache policy $$p 2>/dev/null | awk '/Candidate:/ {print $$2}'); \
+	  if [ -z "$$v" ] || [ "$$v" = "(none)" ]; then apt-get update -qq; \
+	    v=$$(apt-cache policy $$p | awk '/Candidate:/ {print $$2}'); fi; \
+	  ls $${p}_$${v/:/%3a}_*.deb >/dev/null 2>&1 || apt-get download -q $$p || exit 1; \
+	done
+
 lint: venv
 	$(VENV)/bin/ruff check announcer tests bench
 	$(VENV)/bin/mypy
 
-test: system venv venv-exabgp4
+test: system venv venv-exabgp4 debian-exabgp
 	$(VENV)/bin/ruff check announcer tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
