@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and the lab run for real.
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
-	docker.io busybox-static nftables
+	docker.io busybox-static nftables python3-venv
 
 .PHONY: test lab soak bench system venv venv-exabgp4 debian-exabgp lint clean
 
@@ -38,10 +38,11 @@ $(EXABGP4_VENV)/.installed:
 venv-exabgp4: $(EXABGP4_VENV)/.installed
 
 # Debian 12's own ExaBGP 4.2.21 packages, downloaded, not installed: tests/test_readme_literal.py
-# installs them with apt-get inside a private mount namespace (overlays), as docs/exabgp.md
-# tells a Debian user to. Fetched again only when apt's candidate version changes.
+# (its fixture runs this target) installs them with apt-get inside a private mount namespace,
+# as docs/exabgp.md tells a Debian user to. Fetched again when apt's candidate changes.
 DEBIAN_EXABGP := .cache/debian-exabgp
-DEBIAN_EXABGP_PACKAGES := exabgp python3-exabgp lsb-base
+# With what exabgp depends on, in case this machine lacks some (apt takes them from its cache).
+DEBIAN_EXABGP_PACKAGES := exabgp python3-exabgp lsb-base python3-pkg-resources ucf adduser
 debian-exabgp:
 	@mkdir -p $(DEBIAN_EXABGP) && cd $(DEBIAN_EXABGP) && \
 	for p in $(DEBIAN_EXABGP_PACKAGES); do \
@@ -55,7 +56,7 @@ lint: venv
 	$(VENV)/bin/ruff check announcer tests bench
 	$(VENV)/bin/mypy
 
-test: system venv venv-exabgp4 debian-exabgp
+test: system venv venv-exabgp4
 	$(VENV)/bin/ruff check announcer tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

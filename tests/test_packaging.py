@@ -54,16 +54,10 @@ def exabgp_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_the_commands_into_a_fresh_venv(tmp_path: Path) -> None:
-    source = tmp_path / "src"  # a copy: building leaves build/ and egg-info behind
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    shutil.copytree(
-        REPO / "announcer", source / "announcer", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist", source)
-    (wheel,) = (tmp_path / "dist").glob("anycast_announcer-*.whl")
+def test_the_wheel_installs_the_commands_into_a_fresh_venv(
+    tmp_path: Path, project_wheel: Path
+) -> None:
+    wheel = project_wheel  # built once per session (tests/conftest.py), on a copy of the source
     names = zipfile.ZipFile(wheel).namelist()
     assert "announcer/cni/plugin.py" in names
     assert not [n for n in names if n.startswith("tests/")]
