@@ -31,6 +31,7 @@ import contextlib
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,50 +228,65 @@ def test_the_quickstart_as_written_announces_a_container_route(
         assert sorted(host.edited()) == sorted([ANNOUNCER_YAML, str(checkout / conf)])
 
 
-def test_the_install_as_written_announces_a_container_route(
-    tmp_path: Path, wheelhouse: Path, project_wheel: Path
-) -> None:
+@dataclass
+class Installed:
+    host: Host
+    frr: FrrPeer
+    copy: Path  # what README "Install" says to copy to the host, the blocks' folder
+
+
+@pytest.fixture(scope="module")
+def installed(
+    tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, project_wheel: Path
+) -> Iterator[Installed]:
+    """A host after README "Install", shared by the tests below (the Debian one goes on
+    from there): the install runs once per module, not once per test."""
+    tmp_path = tmp_path_factory.mktemp("installed")
     with host_on_fabric(tmp_path, wheelhouse) as (host, frr):
-        install(host, frr, project_wheel)
-        logged(lambda: unit_log(host, "anycast-announcer-exabgp"), VERSION_5)
+        yield Installed(host, frr, install(host, frr, project_wheel))
+
+
+def test_the_install_as_written_announces_a_container_route(installed: Installed) -> None:
+    """(The route and `announcer status` are checked by the fixture.)"""
+    logged(lambda: unit_log(installed.host, "anycast-announcer-exabgp"), VERSION_5)
+    assert installed.host.edited()[:2] == [ANNOUNCER_YAML, f"{ETC}/exabgp5.conf"]
 
 
 def test_debians_exabgp_as_written_announces_a_container_route(
-    tmp_path: Path, wheelhouse: Path, project_wheel: Path, debian_debs: Path
+    installed: Installed, debian_debs: Path
 ) -> None:
-    """README "Install", then each way of docs/exabgp.md "Debian's ExaBGP 4.2.21" in turn,
+    """After README "Install", each way of docs/exabgp.md "Debian's ExaBGP 4.2.21" in turn,
     each reaching the route over a new session."""
-    with host_on_fabric(tmp_path, wheelhouse) as (host, frr):
-        copy = install(host, frr, project_wheel)
-        host.run([f"cp {debian_debs}/*.deb /var/cache/apt/archives/"], copy, "seed-apt-cache")
+    host, frr, copy = installed.host, installed.frr, installed.copy
+    host.run([f"cp {debian_debs}/*.deb /var/cache/apt/archives/"], copy, "seed-apt-cache")
 
-        lines = shell_block(EXABGP_DOC, DEBIAN_UNIT)
-        conf = f"{ETC}/exabgp4.conf"
-        asks(lines, f"$EDITOR {conf}", "neighbor", "local-address")
-        host.edit(conf, *CONF_EDITS)
-        host.edit(ANNOUNCER_YAML, *said(lines, f"$EDITOR {ANNOUNCER_YAML}", DIALECT_EDIT))
-        sessions = frr.connections_established(HOST_V4)
-        host.run(lines[:-1], copy, "debian-unit")
-        log = host.workdir / "units" / "anycast-announcer-exabgp.log"
-        routes_reached(frr, sessions, log=log)
-        logged(lambda: unit_log(host, "anycast-announcer-exabgp").split(VERSION_5)[-1], VERSION_4)
-        assert_status(host.run(lines[-1:], copy, "debian-unit-status"))
+    lines = shell_block(EXABGP_DOC, DEBIAN_UNIT)
+    conf = f"{ETC}/exabgp4.conf"
+    asks(lines, f"$EDITOR {conf}", "neighbor", "local-address")
+    host.edit(conf, *CONF_EDITS)
+    host.edit(ANNOUNCER_YAML, *said(lines, f"$EDITOR {ANNOUNCER_YAML}", DIALECT_EDIT))
+    sessions = frr.connections_established(HOST_V4)
+    host.run(lines[:-1], copy, "debian-unit")
+    log = host.workdir / "units" / "anycast-announcer-exabgp.log"
+    routes_reached(frr, sessions, log=log)
+    logged(lambda: unit_log(host, "anycast-announcer-exabgp").split(VERSION_5)[-1], VERSION_4)
+    assert_status(host.run(lines[-1:], copy, "debian-unit-status"))
 
-        lines = shell_block(EXABGP_DOC, DEBIAN_BY_HAND)
-        sessions = frr.connections_established(HOST_V4)
-        script = host.start(lines, copy, "debian-by-hand")
-        try:
-            routes_reached(frr, sessions, script)
-        finally:
-            script.stop()
-        logged(script.output, VERSION_4)
-        logged(script.output, "control_socket_failed")  # as the docs say
+    lines = shell_block(EXABGP_DOC, DEBIAN_BY_HAND)
+    sessions = frr.connections_established(HOST_V4)
+    script = host.start(lines, copy, "debian-by-hand")
+    try:
+        routes_reached(frr, sessions, script)
+    finally:
+        script.stop()
+    logged(script.output, VERSION_4)
+    logged(script.output, "control_socket_failed")  # as the docs say
 
-        lines = shell_block(EXABGP_DOC, DEBIAN_SERVICE)
-        sessions = frr.connections_established(HOST_V4)
-        host.run(lines[:-1], copy, "debian-service")
-        log = host.workdir / "units" / "exabgp.log"
-        routes_reached(frr, sessions, log=log)
-        logged(lambda: unit_log(host, "exabgp"), VERSION_4)
-        logged(lambda: unit_log(host, "exabgp"), "control_socket_fallback")  # as the docs say
-        assert_status(host.run(lines[-1:], copy, "debian-service-status"))
+    lines = shell_block(EXABGP_DOC, DEBIAN_SERVICE)
+    sessions = frr.connections_established(HOST_V4)
+    host.run(lines[:-1], copy, "debian-service")
+    log = host.workdir / "units" / "exabgp.log"
+    routes_reached(frr, sessions, log=log)
+    logged(lambda: unit_log(host, "exabgp"), VERSION_4)
+    logged(lambda: unit_log(host, "exabgp"), "control_socket_fallback")  # as the docs say
+    assert_status(host.run(lines[-1:], copy, "debian-service-status"))
