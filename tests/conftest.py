@@ -106,3 +106,11 @@ def bgp_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netlab.BgpLin
             pytest.skip(reason)
     with netlab.bgp_link(tmp_path_factory.mktemp("bgp_link")) as link:
         yield link
+
+
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pip wheel --no-deps -w dist .` on a copy of the source, once per session."""
+    from tests import wheels
+
+    return wheels.build_wheel(tmp_path_factory.mktemp("wheel"))
