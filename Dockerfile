@@ -45,7 +45,7 @@ COPY --from=build /opt/venv /opt/venv
 RUN ln -s /opt/venv/bin/announcer /opt/venv/bin/announcer-routed \
       /opt/venv/bin/announcer-docker-routed /opt/venv/bin/exabgp /usr/local/bin/
 # The shipped configuration as defaults; mount /etc/anycast-announcer to replace it
-# (set policy.allow and the neighbor addresses first).
+# (set policy.allow, exabgp.neighbors and the neighbor addresses first).
 COPY exabgp/announcer.yaml exabgp/exabgp5.conf exabgp/exabgp4.conf exabgp/exabgp.env /etc/anycast-announcer/
 RUN announcer check -c /etc/anycast-announcer/announcer.yaml
 # ExaBGP's settings (exabgp/exabgp.env) in their underscore form. ExaBGP runs as root

@@ -7,9 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests and the lab run for real.
 APT_PACKAGES := frr iproute2 iputils-ping procps psmisc containernetworking-plugins \
-	docker.io busybox-static nftables
+	docker.io busybox-static nftables python3-venv
 
-.PHONY: test lab soak bench system venv venv-exabgp4 lint clean
+.PHONY: test lab soak bench system venv venv-exabgp4 debian-exabgp lint clean
 
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -36,6 +36,21 @@ $(EXABGP4_VENV)/.installed:
 	touch $@
 
 venv-exabgp4: $(EXABGP4_VENV)/.installed
+
+# Debian 12's own ExaBGP 4.2.21 packages, downloaded, not installed: tests/test_readme_literal.py
+# (its fixture runs this target) installs them with apt-get inside a private mount namespace,
+# as docs/exabgp.md tells a Debian user to. Fetched again when apt's candidate changes.
+DEBIAN_EXABGP := .cache/debian-exabgp
+# With what exabgp depends on, in case this machine lacks some (apt takes them from its cache).
+DEBIAN_EXABGP_PACKAGES := exabgp python3-exabgp lsb-base python3-pkg-resources ucf adduser
+debian-exabgp:
+	@mkdir -p $(DEBIAN_EXABGP) && cd $(DEBIAN_EXABGP) && \
+	for p in $(DEBIAN_EXABGP_PACKAGES); do \
+	  v=$$(apt-cache policy $$p 2>/dev/null | awk '/Candidate:/ {print $$2}'); \
+	  if [ -z "$$v" ] || [ "$$v" = "(none)" ]; then apt-get update -qq; \
+	    v=$$(apt-cache policy $$p | awk '/Candidate:/ {print $$2}'); fi; \
+	  ls $${p}_$${v/:/%3a}_*.deb >/dev/null 2>&1 || apt-get download -q $$p || exit 1; \
+	done
 
 lint: venv
 	$(VENV)/bin/ruff check announcer tests bench

@@ -26,6 +26,8 @@ from announcer.model import Prefix, prefix_order
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
+# Where README "Install", the units and exabgp/*.conf put it; the docs' commands omit -c.
+DEFAULT_CONFIG = "/etc/anycast-announcer/announcer.yaml"
 
 
 def plan_report(
@@ -158,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=summary, description=text)
         if name == "exabgp":
             continue  # main() hands its arguments to announcer.exabgp.start untouched
-        cmd.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+        cmd.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
         cmd.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )

@@ -107,6 +107,9 @@ class ExaBGPConfig(_Strict):
     # ExaBGP's "manual-eor true" with graceful-restart: the announcer sends End-of-RIB to
     # each neighbor once its routes are re-announced after a (re)start or session up.
     manual_eor: bool = False
+    # With manual_eor: End-of-RIB also waits for instances whose first health check has not
+    # decided yet, at most this long after the start (keep it under graceful-restart's time).
+    eor_max_hold_seconds: float = Field(10.0, ge=0, le=3600)
 
 
 class KernelConfig(_Strict):
@@ -296,7 +299,17 @@ class RoutedConfig(_Strict):
 class BfdPeerConfig(_Strict):
     address: IPv4Address | IPv6Address
     local_address: IPv4Address | IPv6Address | None = None
-    interface: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,15}$")
+    interface: str | None = None  # refused: see below
+
+    @field_validator("interface")
+    @classmethod
+    def _no_interface(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "not supported: the host's bfdd runs without zebra (the bfdd unit), which "
+                "is what resolves interfaces, and leaves such a peer down; give local_address"
+            )
+        return value
 
 
 class BfdConfig(_Strict):

@@ -34,14 +34,13 @@ WINDOW = 64
 
 
 def _lines(kind: str, first: int, count: int) -> list[str]:
-    from announcer.core.plan import Announce, Command, Withdraw
+    from announcer.core.plan import Announce, Withdraw
     from announcer.exabgp.commands import render_batches
-    from announcer.model import DEFAULT_ADVERT, Prefix
+    from announcer.model import Advert, Prefix
 
-    nets = [Prefix.make(4, FIRST_PREFIX + first + i, 32) for i in range(count)]
-    commands: list[Command] = [
-        Announce(n, DEFAULT_ADVERT) if kind == "announce" else Withdraw(n) for n in nets
-    ]
+    prefixes = [Prefix.make(4, FIRST_PREFIX + first + i, 32) for i in range(count)]
+    advert = Advert()
+    commands = [Announce(p, advert) if kind == "announce" else Withdraw(p) for p in prefixes]
     return [line for line, _ in render_batches(commands)]
 
 

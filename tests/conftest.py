@@ -81,6 +81,23 @@ def _stale_namespaces_removed() -> None:
             print(f"removed stale test namespaces: {removed}")
 
 
+# The machine's own places for the product and the runtimes: no test may create them (they
+# run in namespaces, private mounts and temporary directories). Checked once per session.
+MACHINE_PATHS = (
+    "/run/anycast-announcer", "/var/lib/anycast-announcer", "/etc/anycast-announcer",
+    "/opt/anycast-announcer", "/run/lock/announcer-routed.lock", "/etc/cni/net.d",
+    "/etc/exabgp", "/run/exabgp",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _machine_left_alone() -> Iterator[None]:
+    before = {path for path in MACHINE_PATHS if os.path.lexists(path)}
+    yield
+    created = sorted(p for p in MACHINE_PATHS if os.path.lexists(p) and p not in before)
+    assert not created, f"tests created {created} on the machine itself (remove them)"
+
+
 @pytest.fixture(scope="module")
 def bgp_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netlab.BgpLink]:
     """host/peer namespaces joined by a veth, FRR (AS 65000) in peer; shared by a module."""
@@ -89,3 +106,11 @@ def bgp_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netlab.BgpLin
             pytest.skip(reason)
     with netlab.bgp_link(tmp_path_factory.mktemp("bgp_link")) as link:
         yield link
+
+
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pip wheel --no-deps -w dist .` on a copy of the source, once per session."""
+    from tests import wheels
+
+    return wheels.build_wheel(tmp_path_factory.mktemp("wheel"))

@@ -40,6 +40,13 @@ def error_of(text: str, tmp_path: Path) -> str:
         ("policy:\n  attributes:\n    med: -1\n", ["policy.attributes.med", "-1"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("kernel: [\n", ["not valid YAML"]),
+        (
+            "bfd:\n  peers: [{address: 10.0.0.1, interface: eth1}]\n",
+            ["bfd.peers.0.interface", "eth1", "without zebra"],
+        ),
+        ("routed:\n  lock_file: run/lock/x\n", ["routed.lock_file", "run/lock/x", "absolute"]),
+        ("routed:\n  table: 255\n", ["routed.table", "255"]),
+        ("exabgp:\n  eor_max_hold_seconds: -1\n", ["exabgp.eor_max_hold_seconds", "-1"]),
     ],
 )
 def test_errors_name_file_key_and_value(text: str, needles: list[str], tmp_path: Path) -> None:

@@ -54,16 +54,10 @@ def exabgp_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_the_commands_into_a_fresh_venv(tmp_path: Path) -> None:
-    source = tmp_path / "src"  # a copy: building leaves build/ and egg-info behind
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    shutil.copytree(
-        REPO / "announcer", source / "announcer", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp_path / "dist", source)
-    (wheel,) = (tmp_path / "dist").glob("anycast_announcer-*.whl")
+def test_the_wheel_installs_the_commands_into_a_fresh_venv(
+    tmp_path: Path, project_wheel: Path
+) -> None:
+    wheel = project_wheel  # built once per session (tests/conftest.py), on a copy of the source
     names = zipfile.ZipFile(wheel).namelist()
     assert "announcer/cni/plugin.py" in names
     assert not [n for n in names if n.startswith("tests/")]
@@ -194,3 +188,22 @@ def test_the_dockerfile_sets_exabgps_environment() -> None:
     env = " ".join(args for instruction, args in dockerfile_instructions() if instruction == "ENV")
     for key, value in exabgp_env().items():
         assert f"{key}={value}" in env, key
+
+
+def test_the_debian_drop_ins_keep_the_units_settings() -> None:
+    """docs/exabgp.md "Debian's ExaBGP 4.2.21": the drop-in for Debian's exabgp.service
+    carries exactly our unit's ExaBGP settings (they beat Debian's exabgp.env) and check; the
+    drop-in for our unit changes its ExecStart only, to the --python form."""
+    ours = unit_settings(EXABGP_UNIT)
+    debian = unit_settings(UNITS / "exabgp.service.d" / "anycast-announcer.conf")
+    assert debian["Environment"] == ours["Environment"]
+    assert debian["ExecStartPre"] == ours["ExecStartPre"]
+    assert debian["StateDirectory"] == ours["StateDirectory"]
+    dropin = unit_settings(UNITS / "anycast-announcer-exabgp.service.d" / "debian-exabgp.conf")
+    assert dropin == {
+        "ExecStart": [
+            "",
+            f"{INSTALLED_BIN}announcer exabgp --python /usr/bin/python3 "
+            "/etc/anycast-announcer/exabgp4.conf",
+        ]
+    }

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from announcer.config import Config, ConfigError, MetricsConfig, load_config, reloaded
+from announcer.config import Config, ConfigError, load_config, reloaded
 from announcer.core.damping import Damper
 from announcer.core.decide import next_change
 from announcer.core.instances import health_targets, unhealthy_members
@@ -41,7 +41,7 @@ from announcer.daemon.control import ControlServer
 from announcer.daemon.convert import to_damping, to_guard, to_policy
 from announcer.daemon.drains import DrainStore
 from announcer.daemon.feeds import Feeds, FileStamp, build_sources
-from announcer.daemon.hooks import Hooks
+from announcer.daemon.instruments import hooks_for
 from announcer.daemon.operator import Operator
 from announcer.daemon.status import status_report
 from announcer.daemon.verdicts import Verdicts, plugin_publisher
@@ -51,7 +51,7 @@ from announcer.exabgp.channel import ExaBGPChannel
 from announcer.exabgp.sink import ExaBGPSink, SinkHooks, StartupError
 from announcer.health.monitor import HealthMonitor
 from announcer.health.probes import Probe, run_probe
-from announcer.model import Prefix, quote
+from announcer.model import Prefix, Reason, quote
 from announcer.sources.kernel_sync import KernelFeed, KernelPort
 from announcer.sources.lifecycle import LifecycleSource
 
@@ -116,7 +116,8 @@ class Announcer:
         self.control = ControlServer(Path(config.control.socket), self.operator.handle)
         self.watchdog = SelfWatchdog(config.exabgp.watchdog_seconds)
         self.config_stamp = FileStamp(config_path) if config_path is not None else None
-        self.verdicts = Verdicts(plugin_publisher(config.routed), clock())
+        self._started = clock()
+        self.verdicts = Verdicts(plugin_publisher(config.routed), self._started)
         self.held_withdraws = 0
         self._reconciles = 0
         self._last_reconcile_seconds = 0.0
@@ -369,16 +370,24 @@ class Announcer:
             return
         if self._reconcile_handle is not None or self.world.dirty or self.world.dirty_all:
             return
-        if not self._synced:
+        if not self._synced or self._checks_pending():
             return
         neighbors = self.policy.neighbors
         both = {n.version for n in neighbors} == {4, 6}
         self.sink.send_eor(lambda peer: (peer.version,) if both else (4, 6))
 
+    def _checks_pending(self) -> bool:
+        """A route waits for an instance's first health check (it may yet be announced),
+        within exabgp.eor_max_hold_seconds of the start: End-of-RIB waits too."""
+        if self.clock() >= self._started + self.config.exabgp.eor_max_hold_seconds:
+            return False
+        return any(d.reason == Reason.CHECK_PENDING for d in self.decisions.values())
+
     # --- timers ---
 
     def _tick(self) -> None:
         self.sink.tick()
+        self._maybe_eor()  # e.g. the hold for pending checks ran out
         self.watchdog.beat()
         if self.config_stamp is not None and self.config_stamp.changed():
             self.reload(self.config_stamp.path)
@@ -427,16 +436,6 @@ class Announcer:
 
     def _on_eof(self) -> None:
         self.stop(0, "exabgp_stdin_closed")
-
-
-def hooks_for(config: MetricsConfig) -> Hooks:
-    """Metrics when they can be read (``metrics.listen``), else hooks that do nothing (and
-    prometheus_client is never imported)."""
-    if config.listen is None:
-        return Hooks()
-    from announcer.daemon.metrics import Metrics
-
-    return Metrics(config)
 
 
 def run(config: Config, config_path: Path | None = None) -> int:

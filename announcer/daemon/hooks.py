@@ -3,7 +3,7 @@
 Every part of the daemon reports through :class:`Hooks` (an event observed, commands sent,
 a reconcile's duration, a probe's result). With ``metrics.listen`` unset nobody can read
 metrics, so the hooks do nothing and prometheus_client is never imported (it costs the
-process ~5 MB); with it set, ``daemon/app.py`` (``hooks_for``) uses the real
+process ~5 MB); with it set, ``daemon/instruments.py`` (``hooks_for``) gives the real
 :class:`~announcer.daemon.metrics.Metrics`.
 """
 

@@ -123,4 +123,7 @@ def _rejoined(status: dict[str, Any]) -> bool:
     neighbors = stats.get("neighbors") or {}
     up = bool(neighbors) and all(state == "up" for state in neighbors.values())
     missing = [r for r in status["decisions"] if r["announce"] and not r["announced"]]
-    return up and not missing and not stats.get("eor_pending") and _settled(status)
+    # a route whose check has not decided yet is not missing, but the host is not back
+    # until it has: it may still become one to announce
+    pending = any(r["reason"] in NOT_READY for r in status["decisions"])
+    return up and not missing and not pending and not stats.get("eor_pending") and _settled(status)

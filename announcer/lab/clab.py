@@ -121,5 +121,8 @@ class ClabLab:
         start = "setsid /usr/local/bin/lab-exabgp >>/var/log/lab/exabgp.out 2>&1 &"
         self.exec(server, ["sh", "-c", start])
 
+    def restart_command(self, server: str, graceful: bool = True) -> str:
+        return "/usr/local/bin/lab-restart-exabgp" + ("" if graceful else " --plain")
+
     def stop_bgp(self, server: str) -> None:
         self.exec(server, ["pkill", "-KILL", "-f", "exabgp|announcer run"], check=False)

@@ -1,4 +1,5 @@
-"""``python -m announcer.lab``: up, down, status, exec, test, report, all (docs/lab.md)."""
+"""``python -m announcer.lab``: up, down, status, exec, test, report, all, restart-exabgp
+(docs/lab.md)."""
 
 from __future__ import annotations
 
@@ -55,15 +56,17 @@ def _attach() -> NetnsLab | ClabLab:
     return NetnsLab.attach()
 
 
-def run_scenarios(lab: NetnsLab | ClabLab, started: float
+def run_scenarios(lab: NetnsLab | ClabLab, started: float, only: list[str] | None = None
                   ) -> tuple[dict[str, Any], dict[str, float]]:  # fmt: skip
     fabric = scenarios.Fabric(scenarios.find_services(lab.topo), started)
-    return suite.run_suite(lab, fabric)
+    chosen = tuple(s for s in suite.SUITE if not only or s.name in only)
+    return suite.run_suite(lab, fabric, chosen)
 
 
-def cmd_test(lab: NetnsLab | ClabLab, started: float) -> dict[str, Any]:
+def cmd_test(lab: NetnsLab | ClabLab, started: float, only: list[str] | None = None
+             ) -> dict[str, Any]:  # fmt: skip
     load_before = os.getloadavg()
-    found, seconds = run_scenarios(lab, started)
+    found, seconds = run_scenarios(lab, started, only)
     host = {"cpus": os.cpu_count(), "load_average_1_5_15_min": {
         "before": [round(x, 2) for x in load_before],
         "after": [round(x, 2) for x in os.getloadavg()]}}  # fmt: skip
@@ -107,9 +110,16 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     sub.add_parser("down")
     sub.add_parser("status")
-    sub.add_parser("test")
+    tst = sub.add_parser("test")
+    tst.add_argument("--only", nargs="+", choices=list(suite.BY_NAME), metavar="SCENARIO",
+                     help="run these scenarios only (in the suite's order)")
     rep = sub.add_parser("report")
     rep.add_argument("--run-dir", type=Path)
+    rs = sub.add_parser("restart-exabgp", help="`systemctl restart` of a server's ExaBGP "
+                        "(restart-stack's --restart-command in rolling_upgrade)")
+    rs.add_argument("server")
+    rs.add_argument("--plain", action="store_true",
+                    help="start it without graceful restart and manual End-of-RIB")
     ex = sub.add_parser("exec")
     ex.add_argument("node")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -139,13 +149,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             lab = _attach()
             print(json.dumps(lab.status() if isinstance(lab, NetnsLab)
                              else [c.__dict__ for c in lab.inspect()], indent=1))  # fmt: skip
+        case "restart-exabgp":
+            lab = _attach()
+            if not isinstance(lab, NetnsLab):
+                raise LabError("restart-exabgp: containerlab servers have lab-restart-exabgp")
+            lab.restart_exabgp(args.server, not args.plain)  # quiet, as systemctl restart
         case "exec":
             proc = _attach().exec(args.node, args.cmd, check=False)
             sys.stdout.write(proc.stdout)
             sys.stderr.write(proc.stderr)
             return proc.returncode
         case "test":
-            results = cmd_test(_attach(), time.monotonic())
+            results = cmd_test(_attach(), time.monotonic(), args.only)
             print(report.render_table(results["scenarios"]))
             return 0 if report.verdict(results["scenarios"]) else 1
         case "report":

@@ -2,8 +2,9 @@
 
 The files are the ones containerlab binds into the FRR image (/etc/frr/daemons,
 /etc/frr/frr.conf). Here each daemon named ``yes`` in ``daemons`` (zebra always) runs in the
-node's namespace with private paths: vty sockets, zserv socket and pid files under the
-node's socket directory, log under its log directory, no TCP vty (``-P 0``). The daemons start
+node's namespace, with its ``<daemon>_options`` from that file, and private paths: vty
+sockets, zserv socket and pid files under the node's socket directory, log under its log
+directory, no TCP vty (``-P 0``). The daemons start
 with an empty config and the profile of ``frr defaults ...``; ``vtysh -f frr.conf`` then
 applies the integrated config, as ``vtysh -b`` does at boot in the image.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,12 +29,18 @@ FRR_DIR = Path("/usr/lib/frr")
 DAEMON_ORDER = ("zebra", "bfdd", "staticd", "bgpd")
 _YES = re.compile(r"^\s*([a-z0-9]+)\s*=\s*yes\s*$", re.MULTILINE)
 _PROFILE = re.compile(r"^\s*frr defaults (\w+)", re.MULTILINE)
+_OPTIONS = re.compile(r"^\s*([a-z0-9]+)_options\s*=\s*\"([^\"]*)\"", re.MULTILINE)
 
 
 def enabled_daemons(daemons_text: str) -> list[str]:
     """Daemons set to yes in an FRR ``daemons`` file, zebra first, in start order."""
     named = set(_YES.findall(daemons_text)) | {"zebra"}
     return [d for d in DAEMON_ORDER if d in named]
+
+
+def daemon_options(daemons_text: str) -> dict[str, list[str]]:
+    """``<daemon>_options="..."`` of an FRR ``daemons`` file, split into words."""
+    return {m[1]: shlex.split(m[2]) for m in _OPTIONS.finditer(daemons_text)}
 
 
 def profile(frr_conf: str) -> str:
@@ -48,6 +56,7 @@ class FrrNode:
     daemons: list[str]
     sockdir: Path
     logdir: Path
+    options: dict[str, list[str]] = field(default_factory=dict)  # the daemons file's
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -55,14 +64,15 @@ class FrrNode:
         empty = self.sockdir / "empty.conf"
         empty.write_text("")
         text = self.conf.read_text()
+        # zebra first, the others once its zserv socket exists: a client whose first
+        # connect fails retries only 10 s later (FRR's zclient), and a bgpd that registers
+        # its BFD sessions before it is connected never has them installed (measured: the
+        # leaf detected a silent failure by the hold timer, not BFD)
         for daemon in self.daemons:
-            argv = [str(FRR_DIR / daemon), "-u", "root", "-g", "frrvty", "-P", "0",
-                    "-F", profile(text), "-f", str(empty),
-                    "-i", str(self.sockdir / f"{daemon}.pid"),
-                    "-z", str(self.sockdir / "zserv.api"),
-                    "--vty_socket", str(self.sockdir),
-                    "--log", f"file:{self.logdir / f'{daemon}.log'}"]  # fmt: skip
-            self.procs[daemon] = spawn(self.ns, argv, self.logdir / f"{daemon}.stdout")
+            self.procs[daemon] = spawn(self.ns, self._argv(daemon, profile(text), empty),
+                                       self.logdir / f"{daemon}.stdout")  # fmt: skip
+            if daemon == "zebra":
+                poll(self._zserv_ready, 20, f"{self.name}: zebra's zserv socket")
         for daemon in self.daemons:
             poll(partial(self._ready, daemon), 20, f"{self.name}: {daemon} vty socket")
         out = run(self.ns, ["vtysh", "--vty_socket", str(self.sockdir), "-f", str(self.conf)],
@@ -70,6 +80,21 @@ class FrrNode:
         (self.logdir / "vtysh-apply.log").write_text(out.stdout + out.stderr)
         if out.returncode != 0:
             raise LabError(f"{self.name}: vtysh -f {self.conf} failed:\n{out.stdout}{out.stderr}")
+
+    def _argv(self, daemon: str, defaults: str, empty: Path) -> list[str]:
+        argv = [str(FRR_DIR / daemon), "-u", "root", "-g", "frrvty", "-P", "0",
+                "-F", defaults, "-f", str(empty),
+                "-i", str(self.sockdir / f"{daemon}.pid"),
+                "-z", str(self.sockdir / "zserv.api"),
+                "--vty_socket", str(self.sockdir),
+                "--log", f"file:{self.logdir / f'{daemon}.log'}"]  # fmt: skip
+        if daemon == "bfdd":  # its control socket defaults to one path for the machine
+            argv += ["--bfdctl", str(self.sockdir / "bfdd.sock")]
+        return argv + self.options.get(daemon, [])
+
+    def _zserv_ready(self) -> bool:
+        self._ready("zebra")  # raises if zebra exited
+        return (self.sockdir / "zserv.api").exists()
 
     def _ready(self, daemon: str) -> bool:
         proc = self.procs[daemon]

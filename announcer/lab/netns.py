@@ -21,11 +21,20 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from announcer.lab.frr import FrrNode, enabled_daemons
+from announcer.lab.frr import FrrNode, daemon_options, enabled_daemons
+from announcer.lab.hoststack import (
+    STOP_TIMEOUT_S,
+    bfdd_commands,
+    option,
+    plain_announcer,
+    unit_pids,
+    without_graceful_restart,
+)
 from announcer.lab.instances import parse_instances
 from announcer.lab.namespaces import (
     NS_PREFIX,
@@ -172,6 +181,8 @@ class NetnsLab:
         for node in self.topo.nodes.values():
             if node.bind_source(INSTANCES) is not None:
                 self.instances(node.name, "up")
+            if node.bind_source(ANNOUNCER_CONF) is not None:
+                self.start_host_bfd(node.name)  # the unit starts before ExaBGP's
             if node.bind_source(EXABGP_CONF) is not None:
                 self.wait_peer_ready(node.name)
                 self.start_bgp(node.name)
@@ -181,9 +192,10 @@ class NetnsLab:
 
     def _frr_node(self, node: Node, conf: Path) -> FrrNode:
         daemons_file = node.bind_source(FRR_DAEMONS)
-        daemons = enabled_daemons(daemons_file.read_text() if daemons_file else "")
-        return FrrNode(self.ns(node.name), node.name, conf, daemons,
-                       self.sockdir / node.name, self.rundir / node.name)  # fmt: skip
+        text = daemons_file.read_text() if daemons_file else ""
+        return FrrNode(self.ns(node.name), node.name, conf, enabled_daemons(text),
+                       self.sockdir / node.name, self.rundir / node.name,
+                       daemon_options(text))  # fmt: skip
 
     # ---------------------------------------------------------------- operations
 
@@ -232,9 +244,9 @@ class NetnsLab:
 
         return _PRIVATE.sub(where, path)
 
-    def announcer_config(self, server: str) -> Path:
+    def announcer_config(self, server: str, plain: bool = False) -> Path:
         """server's announcer.yaml with its private paths mapped (written at start_bgp)."""
-        return self.rundir / server / "announcer.yaml"
+        return self.rundir / server / ("announcer-plain.yaml" if plain else "announcer.yaml")
 
     def announcer(self, server: str, *args: str, check: bool = True
                   ) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -245,27 +257,76 @@ class NetnsLab:
         exe = str(Path(sys.executable).parent / "announcer")
         return [exe, *args, "-c", str(self.announcer_config(server))]
 
-    def start_bgp(self, server: str) -> None:
+    def write_configs(self, server: str) -> None:
+        """server's announcer.yaml and exabgp.conf, mapped, and their plain variants (no
+        graceful restart, no manual End-of-RIB: hoststack.without_graceful_restart)."""
         node = self.topo.nodes[server]
         logdir = self.rundir / server
         logdir.mkdir(parents=True, exist_ok=True)
         source = node.bind_source(ANNOUNCER_CONF)
         if source is not None:
-            self.announcer_config(server).write_text(self.private(server, source.read_text()))
+            mapped = self.private(server, source.read_text())
+            self.announcer_config(server).write_text(mapped)
+            self.announcer_config(server, plain=True).write_text(plain_announcer(mapped))
             for private in PRIVATE_DIRS:
                 Path(self.private(server, private)).mkdir(parents=True, exist_ok=True)
-        conf = logdir / "exabgp.conf"
-        conf.write_text(self._mapped(node, (node.bind_source(EXABGP_CONF) or Path()).read_text()))
+        text = self._mapped(node, (node.bind_source(EXABGP_CONF) or Path()).read_text())
+        (logdir / "exabgp.conf").write_text(text)
+        if source is not None:
+            plain = without_graceful_restart(text, str(self.announcer_config(server)),
+                                             str(self.announcer_config(server, plain=True)))
+            (logdir / "exabgp-plain.conf").write_text(plain)
+
+    def start_bgp(self, server: str, graceful: bool = True) -> None:
+        """Start ExaBGP (and so the announcer) on server; graceful=False: the plain variant."""
+        self.write_configs(server)
+        logdir = self.rundir / server
+        conf = logdir / ("exabgp.conf" if graceful else "exabgp-plain.conf")
         env = dict(os.environ)
-        env.update(_env_file(node.bind_source(EXABGP_ENV)))
+        env.update(_env_file(self.topo.nodes[server].bind_source(EXABGP_ENV)))
         env["exabgp.log.destination"] = str(logdir / "exabgp.log")
-        exabgp = str(Path(sys.executable).parent / "exabgp")
-        argv = ["ip", "netns", "exec", self.ns(server), exabgp, str(conf)]
+        argv = ["ip", "netns", "exec", self.ns(server), exabgp_program(), str(conf)]
         with (logdir / "exabgp.stdout").open("ab") as out:
             self.exabgp[server] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True,
             )  # fmt: skip
+
+    def restart_exabgp(self, server: str, graceful: bool = True) -> float:
+        """`systemctl restart` of server's ExaBGP unit (hoststack): SIGTERM to ExaBGP, its
+        announcer and the announcer's watchdog at once, SIGKILL for what is left after
+        TimeoutStopSec, then start; the seconds the stop took."""
+        started = time.monotonic()
+        unit = unit_pids(namespace_pids(self.ns(server)), exabgp_program())
+        left = kill_and_wait(sorted(unit), signal.SIGTERM, STOP_TIMEOUT_S)
+        kill_and_wait(left, signal.SIGKILL, 5)
+        stopped = time.monotonic() - started
+        self.start_bgp(server, graceful)
+        with (self.rundir / server / "restarts.log").open("a") as log:
+            log.write(f"{time.time():.3f} restart pids={sorted(unit)} sigkilled={left} "
+                      f"stop_s={stopped:.3f} graceful_restart={graceful}\n")  # fmt: skip
+        return stopped
+
+    def restart_command(self, server: str, graceful: bool = True) -> str:
+        """The command restart-stack runs to restart server's stack (in its namespace)."""
+        plain = "" if graceful else " --plain"
+        return f"{sys.executable} -m announcer.lab restart-exabgp {server}{plain}"
+
+    def start_host_bfd(self, server: str) -> None:
+        """bfdd as anycast-announcer-bfdd.service runs it, its paths mapped into the run:
+        the unit's pre-start commands (chown, `announcer bfd-config`), then bfdd."""
+        here = self.sockdir / server / "bfdd"
+        unit = bfdd_commands({"/run/anycast-announcer-bfdd": str(here),
+                              ANNOUNCER_CONF: str(self.announcer_config(server)),
+                              "/usr/local/bin/": f"{Path(sys.executable).parent}/"})  # fmt: skip
+        self.write_configs(server)
+        Path(unit.runtime_directory or here).mkdir(parents=True, exist_ok=True)
+        os.chmod(unit.runtime_directory or here, unit.runtime_mode)
+        for argv in unit.pre:
+            self.exec(server, list(argv))
+        self.spawn(server, list(unit.start), self.rundir / server / "bfdd.log")
+        vty = Path(option(unit.start, "--vty_socket") or here) / "bfdd.vty"
+        poll(vty.exists, 20, f"{server}: bfdd's vty socket {vty}")
 
     def wait_peer_ready(self, server: str) -> None:
         """Wait until the FRR peers of server's ExaBGP accept its connection (not Idle).
@@ -305,6 +366,10 @@ class NetnsLab:
             nodes[node] = {"namespace": ns, "up": ns in existing,
                            "processes": len(namespace_pids(ns)) if ns in existing else 0}
         return {"run_id": self.state.run_id, "rundir": str(self.rundir), "nodes": nodes}
+
+
+def exabgp_program() -> str:
+    return str(Path(sys.executable).parent / "exabgp")
 
 
 def _peer_state(frr: FrrNode, ip: str) -> str:

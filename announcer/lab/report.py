@@ -84,6 +84,10 @@ def report_errors(doc: dict[str, Any]) -> list[str]:
             errors.append(f"scenarios.{name}: missing")
             continue
         errors += [f"scenarios.{name}: {e}" for e in schema_errors(scenarios[name])]
+        check = BY_NAME[name].schema
+        if check is not None:
+            for family, result in family_results(scenarios[name]).items():
+                errors += [f"scenarios.{name} ({family}): {e}" for e in check(result)]
     return errors
 
 
@@ -175,6 +179,7 @@ def timelines(scenarios: dict[str, Any]) -> dict[str, list[Path]]:
     for name in SCENARIOS:
         for family, result in family_results(scenarios.get(name, {})).items():
             holders = [result, *(v for v in result.values() if isinstance(v, dict))]
+            holders += [v for h in holders[1:] for v in h.values() if isinstance(v, dict)]
             paths = [Path(str(h["timeline"])) for h in holders if "timeline" in h]
             found.setdefault(family, []).extend(p for p in paths if p.exists())
     return found

@@ -31,22 +31,34 @@ FLOWS, RATE = 200, 20.0  # per family: 4,000 packets/s each
 
 
 class Stream:
-    """A background UDP stream from the client; `result()` waits for it and parses it."""
+    """A background UDP stream from the client; `result()` waits for it and parses it.
+    ``slots`` spreads the flows' packets over each period (traffic.py); a ``stoppable``
+    stream ends at ``stop()`` (a file in the client), at the latest after ``seconds``."""
 
     def __init__(self, lab: Lab, svc: Service, name: str, flows: int, rate: float,
-                 seconds: float) -> None:  # fmt: skip
+                 seconds: float, slots: int = 1, stoppable: bool = False) -> None:  # fmt: skip
+        self.lab, self.client = lab, svc.client
         self.path = lab.rundir / "client" / f"{name}{svc.family.suffix}.json"
         self.path.unlink(missing_ok=True)  # `test` again on a kept lab: not the last log
+        # a path inside the client (under containerlab the run directory is made there)
+        self.stop_file = str(self.path.with_suffix(".stop"))
         argv = [sys.executable, "-m", "announcer.lab.traffic", "stream", "--target", svc.ip,
                 "--port", str(svc.port), "--udp", str(flows), "--rate", str(rate),
-                "--duration", str(seconds)]  # fmt: skip
+                "--duration", str(seconds), "--slots", str(slots),
+                *(["--stop-file", self.stop_file] if stoppable else [])]  # fmt: skip
+        lab.exec(self.client, ["rm", "-f", self.stop_file])
         self.proc = lab.spawn(svc.client, argv, self.path)
 
     def started(self) -> bool:
         return self.path.exists() and b"started" in self.path.read_bytes()
 
+    def stop(self) -> None:
+        where = str(Path(self.stop_file).parent)
+        self.lab.exec(self.client, ["sh", "-c", f'mkdir -p "{where}" && touch "{self.stop_file}"'])
+
     def result(self) -> list[stats.Packet]:
-        self.proc.wait(120)
+        self.proc.wait(180)
+        self.lab.exec(self.client, ["rm", "-f", self.stop_file])
         text = self.path.read_text()
         doc = json.loads(text[text.index("{"):])
         return [(float(t), int(f), i) for t, f, i in doc["packets"]]
@@ -57,14 +69,20 @@ class Streams:
     before the event, ``result()`` gives each family's packets."""
 
     def __init__(self, lab: Lab, fabric: Fabric, name: str, seconds: float,
-                 flows: int = FLOWS, rate: float = RATE) -> None:  # fmt: skip
-        self.streams = {f: Stream(lab, svc, name, flows, rate, BASELINE_S + seconds)
+                 flows: int = FLOWS, rate: float = RATE, slots: int = 1,
+                 stoppable: bool = False) -> None:  # fmt: skip
+        self.streams = {f: Stream(lab, svc, name, flows, rate, BASELINE_S + seconds, slots,
+                                  stoppable)
                         for f, svc in fabric.services.items()}  # fmt: skip
         poll(lambda: all(s.started() for s in self.streams.values()), 20,
              f"traffic streams {name} started")  # fmt: skip
 
     def baseline(self) -> None:
         time.sleep(BASELINE_S)
+
+    def stop(self) -> None:
+        for stream in self.streams.values():
+            stream.stop()
 
     def result(self) -> dict[str, list[stats.Packet]]:
         return {f: s.result() for f, s in self.streams.items()}
@@ -88,9 +106,9 @@ def gone_ms(lab: Lab, node: str, svc: Service, nexthop: str, t0: float, limit: f
 
 
 def save_timeline(lab: Lab, name: str, packets: list[stats.Packet], t0: float,
-                  family: Family) -> str:  # fmt: skip
+                  family: Family, every: int = 5) -> str:  # fmt: skip
     """Keep a sample of flows (every 5th) relative to the event, for the plot."""
-    sample = [[round(t - t0, 3), f, i] for t, f, i in packets if f % 5 == 0]
+    sample = [[round(t - t0, 3), f, i] for t, f, i in packets if f % every == 0]
     path: Path = lab.rundir / f"timeline-{name}{family.suffix}.json"
     path.write_text(json.dumps({"event": name, "family": family.name, "packets": sample}))
     return str(path)

@@ -11,26 +11,29 @@ others use:
   family against the weights the same way);
 - an event under traffic: ``Streams(lab, fabric, name, seconds)``, ``baseline()``, the event
   once, then per family ``gone_ms``/``watch_leaf`` and the stream's packets turned into
-  ``loss_figures``/``movement``/``save_timeline`` (streams.py; a ``rolling_upgrade`` would
-  restart ExaBGP on each server in turn inside one long stream and report the loss per
-  restart);
+  ``loss_figures``/``movement``/``save_timeline`` (streams.py; ``rolling_upgrade`` in
+  upgrade.py restarts every host in turn inside one long stream per pass);
 - restore what was taken away and ``converge(lab, fabric, ...)`` before returning, so the
   next scenario starts from the full set.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from announcer.lab import drops
 from announcer.lab.failures import graceful_removal, recovery, server_failure
 from announcer.lab.family import combine
 from announcer.lab.gating import health_failover, withdraw_before_stop
 from announcer.lab.namespaces import LabError
 from announcer.lab.scenarios import Fabric, Lab, convergence, hashing
+from announcer.lab.upgrade import REPORT_ORDER, rolling_upgrade
+from announcer.lab.upgrade import schema_errors as upgrade_schema
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class Scenario:
     run: Callable[[Lab, Fabric], dict[str, Any]]
     # figures the terminal table shows for each family; "a.b" is key b of the dict at key a
     figures: tuple[str, ...]
+    # what one family's result lacks, beyond family.schema_errors (report.report_errors)
+    schema: Callable[[dict[str, Any]], list[str]] | None = None
 
 
 SUITE: tuple[Scenario, ...] = (
@@ -60,6 +65,11 @@ SUITE: tuple[Scenario, ...] = (
               "graceful.community_ms", "graceful.leaf_fib_ms", "graceful.lost_packets")),
     Scenario("health_failover", lambda lab, fab: health_failover(lab, fab, fab.names[1]),
              ("detection_ms", "lost_packets", "shares_after", "rejoin_ms")),
+    # every host of an instance restarted in turn, three ways, under 2,000 flows per family
+    Scenario("rolling_upgrade", rolling_upgrade,
+             tuple(f"variants.{v}.{k}" for v in REPORT_ORDER
+                   for k in ("lost_packets", "moved_unneeded_fraction", "moved_fraction",
+                             "total_s")), upgrade_schema),
 )  # fmt: skip
 BY_NAME = {s.name: s for s in SUITE}
 
@@ -70,14 +80,18 @@ def run_suite(lab: Lab, fabric: Fabric, suite: tuple[Scenario, ...] = SUITE
     that raises LabError fails for every family with its message; the next one still runs."""
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    kernel: dict[str, Any] = {}  # drop counters that grew during each scenario, per node
     for scenario in suite:
         print(f"scenario {scenario.name} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
+        before = drops.snapshot(lab, lab.topo.nodes)
         try:
             results[scenario.name] = scenario.run(lab, fabric)
         except LabError as exc:
             results[scenario.name] = combine(
                 {f: {"pass": False, "error": str(exc)} for f in fabric.services})
+        kernel[scenario.name] = drops.growth(before, drops.snapshot(lab, lab.topo.nodes))
+        (lab.rundir / "drops.json").write_text(json.dumps(kernel, indent=1))
         seconds[scenario.name] = round(time.monotonic() - started, 1)
         verdicts = results[scenario.name].get("pass_by_family", {})
         print(f"scenario {scenario.name}: {results[scenario.name].get('pass')} {verdicts} "

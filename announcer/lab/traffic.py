@@ -2,9 +2,10 @@
 
 ``flows``: N UDP and M TCP flows (distinct source ports) to TARGET:PORT, K packets each;
 prints one JSON document: per flow, which instance answered each packet.
-``stream``: F UDP flows sending one packet per flow every 1/RATE s for DURATION s; prints
-``started`` at once, then one JSON document with every packet (send time on the system's
-monotonic clock, flow, answering instance or null when lost).
+``stream``: F UDP flows sending one packet per flow every 1/RATE s for DURATION s (or until
+a stop file exists), the flows sent all at once or spread over the period in SLOTS groups;
+prints ``started`` at once, then one JSON document with every packet (send time on the
+system's monotonic clock, flow, answering instance or null when lost).
 
 Only addresses inside the lab are ever targeted; the runner passes them from the topology.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
 from typing import Any, cast
 
-MAX_PACKETS = 200_000
-MAX_SECONDS = 120.0
+MAX_PACKETS = 600_000
+MAX_SECONDS = 150.0
 
 
 class _Flow(asyncio.DatagramProtocol):
@@ -100,23 +102,30 @@ async def run_flows(target: str, port: int, udp: int, tcp: int, packets: int) ->
     return {"target": target, "port": port, "packets_per_flow": packets, "flows": result}
 
 
-async def run_stream(target: str, port: int, count: int, rate: float, duration: float
-                     ) -> dict[str, Any]:  # fmt: skip
+async def run_stream(target: str, port: int, count: int, rate: float, duration: float,
+                     slots: int = 1, stop_file: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every flow sends once per 1/rate s; the flows are split into `slots` groups sent at
+    evenly spaced moments of each period (1: all at once). Ends after duration, or at the
+    start of a period once stop_file exists."""
     answers: dict[tuple[int, int], str] = {}
     flows = await _udp_flows(target, port, count, answers)
+    groups = [flows[g::slots] for g in range(slots)]
     sent: list[tuple[float, int, int]] = []
     print("started", flush=True)
     start = time.monotonic()
-    seq = 0
+    tick = 0
     while (now := time.monotonic()) < start + duration:
-        for flow in flows:
+        seq, slot = divmod(tick, slots)
+        if slot == 0 and stop_file is not None and os.path.exists(stop_file):
+            break
+        for flow in groups[slot]:
             flow.send(seq)
             sent.append((now, flow.index, seq))
-        seq += 1
-        await asyncio.sleep(max(0.0, start + seq / rate - time.monotonic()))
+        tick += 1
+        await asyncio.sleep(max(0.0, start + tick / (rate * slots) - time.monotonic()))
     await asyncio.sleep(1.0)  # late replies
     packets = [[round(t, 4), i, answers.get((i, s))] for t, i, s in sent]
-    return {"target": target, "port": port, "flows": count, "rate": rate,
+    return {"target": target, "port": port, "flows": count, "rate": rate, "slots": slots,
             "sports": [_sport(f) for f in flows], "packets": packets}  # fmt: skip
 
 
@@ -130,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--packets", type=int, default=3)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--slots", type=int, default=1, help="stream: send groups per period")
+    parser.add_argument("--stop-file", help="stream: end once this file exists")
     args = parser.parse_args(argv)
     volume = (args.udp + args.tcp) * args.packets
     if args.mode == "stream":
@@ -142,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         doc = asyncio.run(run_flows(args.target, args.port, args.udp, args.tcp, args.packets))
     else:
         doc = asyncio.run(
-            run_stream(args.target, args.port, args.udp, args.rate, args.duration)
+            run_stream(args.target, args.port, args.udp, args.rate, args.duration,
+                       max(1, min(args.slots, args.udp)), args.stop_file)
         )
     json.dump(doc, sys.stdout)
     sys.stdout.write("\n")

@@ -6,9 +6,9 @@ The only test that imports both (announcer.cni may import nothing of the daemon)
 from __future__ import annotations
 
 import pytest
-from announcer.labels import LabelError, parse_labels
 
 from announcer.cni.anycast_ips import AnycastIPsError, parse_anycast_ips
+from announcer.spec.labels import LabelError, parse_labels
 
 INPUTS = [
     "10.0.0.1",

@@ -193,6 +193,64 @@ def test_end_of_rib_goes_after_the_routes_and_only_once_the_sources_listed(tmp_p
         )
 
 
+def _checked(ip: str) -> Instance:
+    from announcer.spec.checks import parse_check
+    from announcer.spec.labels import ServiceSpec
+
+    spec = ServiceSpec(ips=(ip_address(ip),), check=parse_check("tcp:80", allow_exec=False))
+    return Instance("files", "web", "web", InstanceState.SERVING, 0.0, spec.ips, spec)
+
+
+@pytest.mark.parametrize("hold", [10.0, 0.0])
+def test_end_of_rib_waits_for_first_health_checks_within_the_hold(
+    tmp_path: Path, hold: float
+) -> None:
+    """After a graceful restart every route of a checked instance is check_pending for its
+    first probes: an End-of-RIB then would make the peer flush the stale route and take the
+    host out of rotation until the check passes (measured in the lab: 0.2-0.35 s). So it
+    waits for the checks, at most exabgp.eor_max_hold_seconds after the start."""
+    from announcer.health.probes import ProbeResult
+    from announcer.spec.checks import CheckTarget
+
+    answered = threading.Event()
+
+    async def probe(target: CheckTarget) -> ProbeResult:
+        while not answered.is_set():
+            await asyncio.sleep(0.01)
+        return ProbeResult(True, "test")
+
+    kernel = FakeKernel([route("10.0.0.1/32")], [VETH])
+    exabgp = RecordingExaBGP()
+    source = FakeSource("files", [_checked("10.0.0.1")])
+    settings = {"exabgp": {"watchdog_seconds": 0, "verify_interval_seconds": 0,
+                           "manual_eor": True, "eor_max_hold_seconds": hold}}  # fmt: skip
+    announcer = Announcer(
+        config(tmp_path, **settings), exabgp.channel(), kernel=kernel.port(),
+        sources=[source], probe=probe,
+    )  # fmt: skip
+    app = Running(announcer)
+    app.thread.start()
+    try:
+        wait_until(lambda: len(exabgp.lines) >= 2, what="version and the RIB read")
+        exabgp.tell(UP)
+        if hold:
+            wait_until(lambda: app.call(lambda: announcer.sink.eor_pending), what="the up")
+            wait_until(lambda: app.call(lambda: announcer._reconciles), what="a reconcile")
+            assert not any("eor" in c for c in exabgp.commands())  # the check is pending
+            answered.set()
+            exabgp.wait_for("neighbor 10.99.0.1 announce eor ipv4 unicast")
+            commands = exabgp.commands()
+            announce = commands.index("announce route 10.0.0.1/32 next-hop self")
+            assert announce < commands.index("neighbor 10.99.0.1 announce eor ipv4 unicast")
+        else:  # no hold: End-of-RIB without the route, whose check never answers
+            exabgp.wait_for("neighbor 10.99.0.1 announce eor ipv4 unicast")
+            assert not any(c.startswith("announce route") for c in exabgp.commands())
+    finally:
+        answered.set()
+        exabgp.close()
+        app.thread.join(10)
+
+
 def test_a_line_exabgp_never_answers_ends_the_announcer_even_under_steady_churn(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

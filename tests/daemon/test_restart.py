@@ -100,3 +100,22 @@ def test_a_step_that_never_completes_says_which() -> None:
     never = Stack(daemon.ask, lambda: daemon.restart(False), clock, clock.advance, timeout=10.0)
     with pytest.raises(RestartError, match="waiting for the new announcer up, synced"):
         never.run("drain")  # the new one never settles: its check stays pending
+
+
+def test_rejoined_waits_for_first_health_checks_too() -> None:
+    """A route whose check has not decided is not 'missing' (not announce), but the host
+    is not back in rotation until the check passes: rejoined waits for it."""
+    clock = FakeClock(0.0)
+    daemon = Daemon(clock)
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if daemon.pid > 100 and clock() > daemon.down_until + 1.0:
+            daemon.neighbors = {"10.99.0.1": "up"}  # sessions up, End-of-RIB sent...
+            daemon.eor_pending = []
+        if daemon.pid > 100 and clock() > daemon.down_until + 6.0:
+            daemon.pending_check = False  # ...the first check decides 5 s later
+
+    steps = Stack(daemon.ask, lambda: daemon.restart(True), clock, sleep).run("graceful")
+    times = dict(steps.timeline)
+    assert times["rejoined"] >= times["restarted"] + 8.0

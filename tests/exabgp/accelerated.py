@@ -34,3 +34,16 @@ def launcher_executable(workdir: Path, python: str, stock: bool = False) -> str:
     _executable(bindir / "python", python, [python])
     argv = [python, "-m", "announcer.exabgp.launcher", *(["--stock"] if stock else [])]
     return _executable(bindir / "exabgp", python, argv)
+
+
+def stock_executable(workdir: Path, bindir: Path) -> str:
+    """workdir/stock-bin/exabgp: the venv's own console script (and its python), linked
+    from outside the venv so tests/netlab.py's ExaBGPProcess runs it as given instead of
+    through the launcher, as it runs every venv's ExaBGP."""
+    linkdir = workdir / "stock-bin"
+    linkdir.mkdir(parents=True, exist_ok=True)
+    for name in ("exabgp", "python"):
+        link = linkdir / name
+        if not link.exists():
+            link.symlink_to(bindir / name)
+    return str(linkdir / "exabgp")

@@ -233,7 +233,9 @@ def test_show_adj_rib_out_lists_one_line_per_route_then_done(
     recorded = golden("exabgp5_adj_rib_out_extensive.txt", extensive)
     assert sorted(_data_lines(recorded)) == sorted(_data_lines(extensive))
 
-    # json (5.x only): one JSON object per route, then a bare done
+    # json (5.x only): JSON objects, then a bare done. One object per route at ExaBGP's
+    # default api.chunk 1; with the shipped chunk 1000 objects group (and may repeat)
+    # routes (ExaBGP PR #1385): the announcer reads the text form, which is identical.
     objects = [json.loads(line) for line in _data_lines(as_json)]
     routes = {
         (peer, r["prefix"], r["family"])
@@ -247,8 +249,9 @@ def test_show_adj_rib_out_lists_one_line_per_route_then_done(
         (PEER_V6, "fd00:10::2/128", "ipv6 unicast"),
         (PEER_V6, "fd00:10::22/128", "ipv6 unicast"),
     }
-    recorded = golden("exabgp5_adj_rib_out_json.txt", as_json)
-    assert sorted(_data_lines(recorded)) == sorted(_data_lines(as_json))
+    if netlab.shipped_exabgp_settings().get("exabgp.api.chunk", "1") == "1":
+        recorded = golden("exabgp5_adj_rib_out_json.txt", as_json)
+        assert sorted(_data_lines(recorded)) == sorted(_data_lines(as_json))
 
 
 # --------------------------------------------------------------------------- 3. helper SIGKILL

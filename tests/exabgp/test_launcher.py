@@ -26,7 +26,7 @@ import pytest
 from announcer.exabgp import launcher
 from announcer.exabgp.commands import parse_adj_rib_out
 from tests import netlab
-from tests.exabgp.accelerated import launcher_executable
+from tests.exabgp.accelerated import launcher_executable, stock_executable
 from tests.exabgp.launcher_scenario import STEPS, differences, observe
 
 PINNED, EXABGP4 = "5.0.15", "4.2.21"
@@ -349,7 +349,7 @@ def test_accelerated_exabgp_sends_the_same_bytes_acks_and_adj_rib_out(
     bgp_link: netlab.BgpLink, tmp_path: Path, release: str
 ) -> None:
     """Stock and accelerated, at ExaBGP's defaults and with the settings we ship."""
-    stock_exabgp = str(BINDIRS[release] / "exabgp")
+    stock_exabgp = stock_executable(tmp_path, BINDIRS[release])
     fast_exabgp = launcher_executable(tmp_path, str(_python(release)))
     runs = {
         (kind, settings): observe(bgp_link, tmp_path / f"{kind}-{settings}", exe, release, env)

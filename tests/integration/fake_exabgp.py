@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from tests.netlab import netns_argv
 
 ANNOUNCER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "announcer")
@@ -43,6 +45,18 @@ def final_state(lines: list[str]) -> set[str]:
     return state
 
 
+def _private_control(config: Path) -> None:
+    """A config without a control section would put the daemon's socket and state in the
+    machine's /run/anycast-announcer and /var/lib/anycast-announcer: give it its own."""
+    document = yaml.safe_load(config.read_text()) or {}
+    if "control" not in document:
+        text = config.read_text()
+        config.write_text(
+            f"{text.rstrip()}\ncontrol:\n  socket: {config.parent}/control.sock\n"
+            f"  state_directory: {config.parent}/state\n"
+        )
+
+
 class FakeExaBGP:
     def __init__(
         self, ns: str, config: Path, rib: list[str] | None = None, acks: bool = True
@@ -54,6 +68,7 @@ class FakeExaBGP:
         self.seen: list[str] = []
         self.times: list[tuple[int, str]] = []  # (time.time_ns() when read, line)
         self.echoes: list[str] = []  # repeated withdraws (state unchanged), not queued
+        _private_control(config)
         self.stderr_path = config.with_suffix(".stderr")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(

@@ -11,7 +11,7 @@ from announcer.lab.family import combine
 SHARES = {"inst1": 0.25, "inst2": 0.25, "inst3": 0.25, "inst4": 0.25}
 
 
-def figures(timeline, shift: int) -> dict[str, dict]:
+def figures(timeline, shift: int, upgrade_timeline=None) -> dict[str, dict]:
     """One family's figures of every scenario (shift makes IPv6 differ from IPv4)."""
     return {
         "convergence": {"pass": True, "convergence_ms": 1200 + shift},
@@ -26,7 +26,22 @@ def figures(timeline, shift: int) -> dict[str, dict]:
         "recovery": {"pass": True, "shares": SHARES},
         "health_failover": {"pass": True, "detection_ms": 480 + shift, "lost_packets": 500,
                             "shares_after": {**SHARES, "inst2": 0.0}, "rejoin_ms": 1100},
+        "rolling_upgrade": {"pass": True, "hosts": HOSTS, "variants": {
+            "drain": variant(0, 0.0, 6000 + shift, 38.0, upgrade_timeline),
+            "graceful_restart": variant(0, 0.0, 0, 19.0),
+            "plain": variant(3, 0.0, 1900 + shift, 16.0)}},
     }  # fmt: skip
+
+
+HOSTS = ["server3", "server4", "server5", "server6"]
+
+
+def variant(lost, unneeded, out_ms, total_s, timeline=None) -> dict:
+    """One rolling_upgrade variant's figures (the keys issue 18 asks for)."""
+    return {"lost_packets": lost, "moved_unneeded_fraction": unneeded,
+            "out_of_rotation_ms": dict.fromkeys(HOSTS, out_ms), "total_s": total_s,
+            "moved_fraction": 1.0 if out_ms else 0.0,
+            **({"timeline": str(timeline)} if timeline else {})}  # fmt: skip
 
 
 def results(tmp_path):
@@ -35,7 +50,10 @@ def results(tmp_path):
         tl = tmp_path / f"timeline-graceful_removal-{family}.json"
         tl.write_text(json.dumps({"event": "graceful_removal", "family": family, "packets": [
             [-1.0, 0, "inst1"], [0.1, 0, None], [1.0, 0, "inst2"]]}))  # fmt: skip
-        per[family] = figures(tl, shift)
+        up = tmp_path / f"timeline-rolling_upgrade_drain-{family}.json"
+        up.write_text(json.dumps({"event": "rolling_upgrade_drain", "family": family,
+                                  "packets": [[-1.0, 0, "inst1"], [5.0, 0, "inst2"]]}))
+        per[family] = figures(tl, shift, up)
     return {
         "scenarios": {name: combine({f: per[f][name] for f in per}) for name in per["ipv4"]},
         "versions": {"frr": "8.4.4", "exabgp": "5.0.15", "kernel": "6.1"},
@@ -67,8 +85,23 @@ def test_report_shape_and_figures(tmp_path):
 
 def test_timelines_are_found_per_family(tmp_path):
     columns = report.timelines(results(tmp_path)["scenarios"])
-    assert [p.name for p in columns["ipv4"]] == ["timeline-graceful_removal-ipv4.json"]
-    assert [p.name for p in columns["ipv6"]] == ["timeline-graceful_removal-ipv6.json"]
+    assert [p.name for p in columns["ipv4"]] == ["timeline-graceful_removal-ipv4.json",
+                                                 "timeline-rolling_upgrade_drain-ipv4.json"]
+    assert [p.name for p in columns["ipv6"]] == ["timeline-graceful_removal-ipv6.json",
+                                                 "timeline-rolling_upgrade_drain-ipv6.json"]
+
+
+def test_rolling_upgrade_has_every_variant_per_family(tmp_path):
+    s = json.loads(report.write_report(results(tmp_path), tmp_path).read_text())["scenarios"]
+    up = s["rolling_upgrade"]
+    assert set(up["variants"]) == {"drain", "graceful_restart", "plain"}
+    assert up["variants"]["drain"]["out_of_rotation_ms"]["server3"] == 6000
+    assert up["ipv6"]["variants"]["drain"]["out_of_rotation_ms"]["server3"] == 6007
+    assert up["ipv6"]["variants"]["plain"]["lost_packets"] == 3
+    table = report.render_table(s)
+    assert ("rolling_upgrade       ipv4  PASS  variants.drain.lost_packets=0 "
+            "variants.drain.moved_unneeded_fraction=0.0 variants.drain.moved_fraction=1.0 "
+            "variants.drain.total_s=38.0 variants.graceful_restart.lost_packets=0") in table
 
 
 @pytest.mark.parametrize(
@@ -79,6 +112,15 @@ def test_timelines_are_found_per_family(tmp_path):
          "scenarios.hashing: ipv6 figures differ from ipv4: missing ['flows'], extra []"),
         (lambda s: s.pop("recovery"), "scenarios.recovery: missing"),
         (lambda s: s["convergence"].pop("pass"), "scenarios.convergence: no 'pass'"),
+        (lambda s: s["rolling_upgrade"]["ipv6"]["variants"].pop("plain"),
+         "scenarios.rolling_upgrade (ipv6): variants.plain: missing"),
+        (lambda s: s["rolling_upgrade"]["variants"]["drain"].pop("total_s"),
+         "scenarios.rolling_upgrade (ipv4): variants.drain: no total_s"),
+        (lambda s: s["rolling_upgrade"]["ipv6"]["variants"]["graceful_restart"][
+            "out_of_rotation_ms"].pop("server5"),
+         "scenarios.rolling_upgrade (ipv6): variants.graceful_restart.out_of_rotation_ms: "
+         "hosts ['server3', 'server4', 'server6'], expected ['server3', 'server4', 'server5', "
+         "'server6']"),
     ],
 )
 def test_the_schema_check_names_what_is_missing(tmp_path, damage, error):

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from announcer.config import parse_config
+from announcer.daemon.bfd import render_bfdd
 from announcer.lab.instances import parse_instances
 from announcer.lab.netns import ANNOUNCER_CONF, EXABGP_CONF, FRR_CONF, INSTANCES
 from announcer.lab.scenarios import expected_paths, find_service, find_services
@@ -27,8 +29,10 @@ def test_the_lab_file_has_the_issue_topology():
     assert len(topo.links) == 2 * 3 + 6 + 1
     for server in topo.by_role("server"):
         assert next(o.node for _, o in topo.links_of(server.name)).startswith("leaf")
-        for target in (FRR_CONF, EXABGP_CONF, INSTANCES):
+        for target in (ANNOUNCER_CONF, EXABGP_CONF, INSTANCES):
             assert server.bind_source(target).is_file(), (server.name, target)
+        # BFD from the announcer's config (a standalone bfdd), no FRR config of their own
+        assert server.bind_source(FRR_CONF) is None, server.name
     for router in topo.by_role("spine") + topo.by_role("leaf"):
         assert router.image.startswith("quay.io/frrouting/frr:")
         for family in ("ipv4", "ipv6"):
@@ -124,11 +128,19 @@ def test_servers_have_a_session_per_family(number):
         block = block[:block.index("\n}")]
         assert f"{family} unicast;" in block
         assert "processes [ announcer ];" in block
+        # graceful restart with manual End-of-RIB, as exabgp/exabgp5.conf ships them
+        assert "manual-eor true;" in block
+        assert re.search(r"capability \{\s*graceful-restart 20;", block)
     announcer = yaml.safe_load(server.bind_source(ANNOUNCER_CONF).read_text())
     assert announcer["exabgp"]["neighbors"] == [leaf_v4, leaf_v6]
+    assert announcer["exabgp"]["manual_eor"] is True
     assert {"fd00:100::/32", "fd00:200::/64"} <= set(announcer["policy"]["allow"])
-    bfd = server.bind_source(FRR_CONF).read_text()
-    assert f"peer {leaf_v6} local-address fd00:1:{number}::2 interface eth1" in bfd
+    # the host's bfdd config is generated from bfd: (render_bfdd, as `announcer bfd-config`)
+    bfd = render_bfdd(parse_config(announcer))
+    assert f" peer {leaf_v4} local-address 10.1.{number}.1\n" in bfd
+    assert f" peer {leaf_v6} local-address fd00:1:{number}::2\n" in bfd
+    assert "  receive-interval 100\n" in bfd
+    assert "interface" not in bfd  # a bfdd without zebra cannot enable such a peer
 
 
 def test_router_configs_have_the_fabric_settings():
@@ -142,6 +154,18 @@ def test_router_configs_have_the_fabric_settings():
     assert "neighbor SERVERS maximum-prefix 64" in leaf
     assert "neighbor SERVERS route-map HOSTS-IN in" in leaf
     assert "neighbor SERVERS bfd profile servers" in leaf
+
+
+@pytest.mark.parametrize("name", ["leaf1", "leaf2", "leaf3"])
+def test_leaves_have_the_graceful_restart_advice(name):
+    """docs: keep BFD, cap stale paths, never check-control-plane-failure (the hosts' bfdd
+    sends C-bit 0)."""
+    conf = (LAB.parent / name / "frr.conf").read_text()
+    assert "\n bgp graceful-restart stalepath-time 60\n" in conf
+    assert "neighbor SERVERS bfd profile servers" in conf
+    assert "neighbor SERVERS6 bfd profile servers" in conf
+    assert not re.search(r"^ *neighbor \S+ bfd check-control-plane-failure", conf, re.M)
+    assert "graceful-restart-disable" not in conf
 
 
 def test_instances_file():
@@ -187,3 +211,12 @@ topology:
 def test_errors_name_the_offending_value(tmp_path, text, message):
     with pytest.raises(TopologyError, match=message):
         parse_topology(text, tmp_path)
+
+
+def test_routers_replace_ipv6_routes_atomically():
+    """FRR 8.4's zebra deletes and re-adds an IPv6 route at each change without this."""
+    from announcer.lab.frr import daemon_options
+
+    for name in ("spine1", "spine2", "leaf1", "leaf2", "leaf3"):
+        options = daemon_options((LAB.parent / name / "daemons").read_text())
+        assert "--v6-rr-semantics" in options["zebra"], name
