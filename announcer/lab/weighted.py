@@ -42,6 +42,7 @@ from announcer.lab.scenarios import (
     hashing,
 )
 from announcer.lab.streams import Streams, background, movement, save_timeline, tail_lost
+from announcer.lab.upgrade import route_monitors
 from announcer.lab.weights import (
     Hops,
     expected_shares,
@@ -229,6 +230,8 @@ def failover_figures(victim: str, packets: list[stats.Packet], t0: float, seen: 
 def failover(lab: Lab, s: Setup, victim: str) -> dict[str, dict[str, Any]]:
     """Kill victim's responder under a stream per family; per family its figures."""
     server = s.fabric.primary.where[victim]
+    # every FIB change meanwhile, on the routers and the host (<run>/<node>/route-monitor.log)
+    monitors = route_monitors(lab, [*s.fabric.primary.routers, server])
     streams = Streams(lab, s.fabric, "weighted_failover", STREAM_S, STREAM_FLOWS, STREAM_RATE,
                       STREAM_SLOTS)  # fmt: skip
     streams.baseline()
@@ -239,6 +242,9 @@ def failover(lab: Lab, s: Setup, victim: str) -> dict[str, dict[str, Any]]:
         packets = streams.result()
         after = measure(lab, s.fabric, "weighted_after", AFTER_FLOWS)
     finally:
+        for monitor in monitors:
+            monitor.terminate()
+            monitor.wait(10)
         t1 = time.monotonic()
         lab.instances(server, "respawn", victim)
     back = wait_weights(lab, s.fabric, s.hops, f"{victim} back")
