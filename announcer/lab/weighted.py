@@ -312,7 +312,9 @@ def weighted(lab: Lab, fabric: Fabric) -> dict[str, Any]:
         start_extras(lab, s)
         set_weights(lab, True)
         wait_weights(lab, s.fabric, s.hops, "weights on")
-        seen = s.fabric.each(lambda svc: fabric_weights(lab, svc, sorted(s.hops(svc))))
+        client_leaf = [o.node for _, o in lab.topo.links_of(s.fabric.primary.client)]
+        seen = s.fabric.each(lambda svc: fabric_weights(lab, svc, [*client_leaf,
+                                                                   *sorted(s.hops(svc))]))
         on = measure(lab, s.fabric, "weighted", FLOWS)
         set_weights(lab, False)
         wait_weights(lab, s.fabric, lambda svc: s.hops(svc, weighted=False), "weights off")
