@@ -39,7 +39,8 @@ from announcer.lab.scenarios import (
     hashing,
     server_ip,
 )
-from announcer.lab.weighted import fib_weights, set_weights
+from announcer.lab.weighted import fib_weights, set_weights, wait_weights
+from announcer.lab.weights import hop_weights
 
 FLOWS = (600, 600)  # UDP, TCP flows per family and measurement
 WAIT_S = 30.0
@@ -102,6 +103,24 @@ def avoided_at(lab: Lab, svc: Service, server: str, healthy: set[str]) -> float:
     return time.monotonic()
 
 
+def settled(lab: Lab, dfab: Fabric, what: str) -> None:
+    """Every path of the service in place, hop by hop, with the weights of one unit per
+    host (a depreferred host announces weight 1 too): measuring while weights still change
+    would split flows."""
+    try:
+        converge(lab, dfab, WAIT_S, what)
+    except LabError as exc:
+        damped = sorted({s for svc in dfab.services.values() for s in set(svc.where.values())
+                         if decision_reason(lab, s, svc) == "damped"})  # fmt: skip
+        if damped:  # each run withdraws the prefix twice (the start and the stop)
+            raise LabError(f"{exc}; {dfab.primary.prefix} is flap-damped on {', '.join(damped)} "
+                           "(an earlier run of this scenario minutes ago): wait ~5 min or "
+                           "bring the lab up again") from None
+        raise
+    spines = sorted(n.name for n in lab.topo.by_role("spine"))
+    wait_weights(lab, dfab, lambda svc: hop_weights(svc.where, svc.leaf_of, spines), what)
+
+
 def observed(lab: Lab, dfab: Fabric, name: str) -> dict[str, dict[str, Any]]:
     return dfab.each(lambda svc: hashing(lab, svc, udp=FLOWS[0], tcp=FLOWS[1], name=name))
 
@@ -157,7 +176,7 @@ def deprefer(lab: Lab, fabric: Fabric) -> dict[str, Any]:
         set_weights(lab, True)
         for server in servers:
             lab.instances(server, "start", *names[server])
-        converge(lab, dfab, WAIT_S, "the deprefer service up")
+        settled(lab, dfab, "the deprefer service up")
         states = {f: {"healthy": r} for f, r in observed(lab, dfab, "deprefer_healthy").items()}
         t0 = time.monotonic()
         sicken(lab, names, [host], healthy=False)
@@ -167,7 +186,7 @@ def deprefer(lab: Lab, fabric: Fabric) -> dict[str, Any]:
         for f, r in observed(lab, dfab, "deprefer_one_host").items():
             states[f]["one_host_unhealthy"] = r
         sicken(lab, names, others, healthy=False)
-        converge(lab, dfab, WAIT_S, "every instance depreferred")
+        settled(lab, dfab, "every instance depreferred")
         for server in servers:
             reason("all_unhealthy", server)
         for f, r in observed(lab, dfab, "deprefer_all").items():
