@@ -113,9 +113,11 @@ def settled(lab: Lab, dfab: Fabric, what: str) -> None:
         damped = sorted({s for svc in dfab.services.values() for s in set(svc.where.values())
                          if decision_reason(lab, s, svc) == "damped"})  # fmt: skip
         if damped:  # each run withdraws the prefix twice (the start and the stop)
-            raise LabError(f"{exc}; {dfab.primary.prefix} is flap-damped on {', '.join(damped)} "
-                           "(an earlier run of this scenario minutes ago): wait ~5 min or "
-                           "bring the lab up again") from None
+            raise LabError(
+                f"{exc}; {dfab.primary.prefix} is flap-damped on {', '.join(damped)} "
+                "(an earlier run of this scenario minutes ago): wait ~5 min or "
+                "bring the lab up again"
+            ) from None
         raise
     spines = sorted(n.name for n in lab.topo.by_role("spine"))
     wait_weights(lab, dfab, lambda svc: hop_weights(svc.where, svc.leaf_of, spines), what)

@@ -313,8 +313,9 @@ def weighted(lab: Lab, fabric: Fabric) -> dict[str, Any]:
         set_weights(lab, True)
         wait_weights(lab, s.fabric, s.hops, "weights on")
         client_leaf = [o.node for _, o in lab.topo.links_of(s.fabric.primary.client)]
-        seen = s.fabric.each(lambda svc: fabric_weights(lab, svc, [*client_leaf,
-                                                                   *sorted(s.hops(svc))]))
+        seen = s.fabric.each(
+            lambda svc: fabric_weights(lab, svc, [*client_leaf, *sorted(s.hops(svc))])
+        )
         on = measure(lab, s.fabric, "weighted", FLOWS)
         set_weights(lab, False)
         wait_weights(lab, s.fabric, lambda svc: s.hops(svc, weighted=False), "weights off")

@@ -76,7 +76,7 @@ def test_servers_run_exabgp_with_the_shipped_settings(number):
 def test_containerlab_servers_start_exabgp_as_the_product_does():
     start = (LAB.parent / "shared" / "lab-exabgp.sh").read_text()
     assert "announcer exabgp --env /etc/anycast-announcer/exabgp.env" in start
-    assert "\n  exabgp \"$conf\"" not in start  # not the plain console script
+    assert '\n  exabgp "$conf"' not in start  # not the plain console script
     restart = (LAB.parent / "shared" / "lab-restart-exabgp.sh").read_text()
     assert "announcer/exabgp/launcher[.]py" in restart
 
@@ -105,12 +105,19 @@ def test_instances_parse_and_render_the_scenario_keys():
         "port: 7000\ncheck: 'tcp:7000'\ninstances:\n"
         "  - {name: a, ips: [10.0.0.1], extra_ips: [10.9.9.9]}\n"
         "  - {name: b, ips: [10.0.0.2], extra_ips: [10.9.9.9], autostart: false,\n"
-        "     health_port: 7001, check: 'tcp:7001', drop_in: {unhealthy: deprefer, weight: 2}}\n")
+        "     health_port: 7001, check: 'tcp:7001', drop_in: {unhealthy: deprefer, weight: 2}}\n"
+    )
     assert [i.name for i in spec.autostarted] == ["a"]
     assert render_drop_in(spec, spec.get("a")).splitlines()[1:] == [
-        "ips: [10.0.0.1, 10.9.9.9]", "check: 'tcp:7000'"]
+        "ips: [10.0.0.1, 10.9.9.9]",
+        "check: 'tcp:7000'",
+    ]
     assert render_drop_in(spec, spec.get("b")).splitlines()[1:] == [
-        "ips: [10.0.0.2, 10.9.9.9]", "check: 'tcp:7001'", "unhealthy: 'deprefer'", "weight: '2'"]
+        "ips: [10.0.0.2, 10.9.9.9]",
+        "check: 'tcp:7001'",
+        "unhealthy: 'deprefer'",
+        "weight: '2'",
+    ]
 
 
 @pytest.mark.parametrize(
