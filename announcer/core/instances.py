@@ -3,7 +3,7 @@ health checks to run. Pure: ``now`` and the health verdicts are passed in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from announcer.core.policy import Policy, Weights
@@ -163,14 +163,22 @@ def health_targets(world: World, policy: Policy, now: float) -> list[CheckTarget
 
 
 def unhealthy_members(
-    world: World, policy: Policy, now: float, pending: bool = True
+    world: World,
+    policy: Policy,
+    now: float,
+    pending: bool = True,
+    parked: Collection[str] = (),
 ) -> frozenset[str]:
     """Host devices of shared routes (several local instances of one anycast IP) whose
     instance does not serve now: the host's own multipath must not send them traffic
     (docs/adr/0004). Found through each instance's own address: its host route's device.
     ``pending``: whether an instance whose check has not reported yet counts as not serving
-    (the daemon leaves them in for a grace period after its start)."""
+    (the daemon leaves them in for a grace period after its start). ``parked``: the names
+    published last time; the plugin took those devices out of their groups, so the routes
+    no longer show them, yet they still hold the IP: they count as shared while they exist
+    (else naming them would put them back, which names them again, and so on)."""
     shared = world.shared_devices()
+    shared |= {i for i, link in world.links.items() if link.name in parked}
     if not shared:
         return frozenset()
     names: set[str] = set()

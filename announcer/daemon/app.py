@@ -290,7 +290,8 @@ class Announcer:
             self._sync_timeout_logged = True
         if self.verdicts.wanted(self.world.shared_devices()):  # even while ExaBGP is behind
             pending = self.verdicts.grace_ends(now) is None
-            self.verdicts.update(unhealthy_members(self.world, self.policy, now, pending))
+            parked = self.verdicts.parked  # out of their groups, so not in the routes: ours
+            self.verdicts.update(unhealthy_members(self.world, self.policy, now, pending, parked))
         if self.sink.behind:
             # ExaBGP is behind: changes that arrive meanwhile pile up (the world only marks
             # them dirty) and go out together once it has answered everything, grouped

@@ -61,6 +61,7 @@ class Verdicts:
         self._retry_seconds = retry_seconds
         self._wanted: frozenset[str] = frozenset()
         self._published: frozenset[str] | None = None  # None: not yet (a file may be stale)
+        self._in_flight: frozenset[str] = frozenset()  # being published now
         self._task: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._last_error = ""
@@ -68,6 +69,12 @@ class Verdicts:
     @property
     def published(self) -> frozenset[str] | None:
         return self._published
+
+    @property
+    def parked(self) -> frozenset[str]:
+        """Devices the plugin has taken (or is taking) out of their groups for health: the
+        routes no longer show them, yet they still hold their IPs (unhealthy_members)."""
+        return (self._published or frozenset()) | self._in_flight
 
     @property
     def enabled(self) -> bool:
@@ -100,6 +107,7 @@ class Verdicts:
     async def _run(self) -> None:
         assert self._publish is not None
         names = self._wanted
+        self._in_flight = names
         try:
             changed = await asyncio.to_thread(self._publish, names)
         except Exception as exc:  # the plugin's WiringError, or anything else: never fatal
@@ -116,6 +124,7 @@ class Verdicts:
             )
         finally:
             self._task = None
+            self._in_flight = frozenset()
         if self._retry is None:
             self.update(self._wanted)  # what changed meanwhile
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from announcer.lab.namespaces import LabError
 from announcer.lab.topology import Topology, load_topology
+
+# lab-exabgp's copy of the bound announcer.yaml, which the running announcer reads
+RUNNING_CONFIG = "/var/lib/lab/announcer.yaml"
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,17 @@ class ClabLab:
         return self.exec(server, self.announcer_argv(server, *args), check=check)
 
     def announcer_argv(self, server: str, *args: str) -> list[str]:
-        return ["announcer", *args, "-c", "/etc/anycast-announcer/announcer.yaml"]
+        return ["announcer", *args, "-c", RUNNING_CONFIG]
+
+    def edit_announcer_config(self, server: str, edit: Callable[[str], str]) -> None:
+        """The running announcer's config (lab-exabgp's copy, not the bound file) replaced
+        with edit(its text), in one rename."""
+        text = edit(self.exec(server, ["cat", RUNNING_CONFIG]).stdout)
+        self.exec(server, ["sh", "-c", 'cat >"$0.tmp" && mv "$0.tmp" "$0"', RUNNING_CONFIG],
+                  input_text=text)  # fmt: skip
+
+    def exabgp_output(self, server: str) -> str:
+        return self.exec(server, ["cat", "/var/log/lab/exabgp.out"], check=False).stdout
 
     def start_bgp(self, server: str) -> None:
         start = "setsid /usr/local/bin/lab-exabgp >>/var/log/lab/exabgp.out 2>&1 &"

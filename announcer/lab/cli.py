@@ -70,8 +70,11 @@ def cmd_test(lab: NetnsLab | ClabLab, started: float, only: list[str] | None = N
     host = {"cpus": os.cpu_count(), "load_average_1_5_15_min": {
         "before": [round(x, 2) for x in load_before],
         "after": [round(x, 2) for x in os.getloadavg()]}}  # fmt: skip
+    servers = [n.name for n in lab.topo.by_role("server")]
+    launcher = report.launcher_runs({s: lab.exabgp_output(s) for s in servers})
     results = {"scenarios": found, "scenario_seconds": seconds, "host": host,
-               "versions": report.versions(), "run_dir": str(lab.rundir)}  # fmt: skip
+               "versions": report.versions(), "exabgp_launcher": launcher,
+               "run_dir": str(lab.rundir)}  # fmt: skip
     (lab.rundir / "results.json").write_text(json.dumps(results, indent=1))
     return results
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,8 @@ import yaml
 from announcer.lab.namespaces import LabError
 
 BFDD_UNIT = Path(__file__).resolve().parents[2] / "packaging/systemd/anycast-announcer-bfdd.service"
+# What `announcer exabgp` execs (announcer/exabgp/start.py): python -I <this file> ARGS
+LAUNCHER = "announcer/exabgp/launcher.py"
 STOP_TIMEOUT_S = 30.0  # anycast-announcer-exabgp.service's TimeoutStopSec
 # systemd's prefixes of an Exec line ("+": full privileges, "-": failure ignored, ...)
 _EXEC_PREFIXES = "+-@:!"
@@ -160,8 +162,17 @@ def cmdline(pid: int) -> list[str]:
     return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
-def unit_pids(candidates: Iterable[int], program: str) -> set[int]:
-    """The unit's processes: those running program (ExaBGP) among candidates (the server
-    namespace's processes) and everything below them."""
-    roots = [pid for pid in candidates if program in cmdline(pid)[:3]]
+def runs_exabgp(argv: Sequence[str]) -> bool:
+    """ExaBGP as the unit starts it: ``python -I .../announcer/exabgp/launcher.py ARGS``
+    (what ``announcer exabgp`` execs), or ``announcer exabgp ...`` a moment before the exec."""
+    head = list(argv[:3])
+    if any(word.endswith(LAUNCHER) for word in head):
+        return True
+    return len(head) == 3 and Path(head[1]).name == "announcer" and head[2] == "exabgp"
+
+
+def unit_pids(candidates: Iterable[int], is_root: Callable[[Sequence[str]], bool]) -> set[int]:
+    """The unit's processes: those whose command line is_root (ExaBGP) among candidates
+    (the server namespace's processes) and everything below them."""
+    roots = [pid for pid in candidates if is_root(cmdline(pid))]
     return descendants(process_parents(), roots) if roots else set()

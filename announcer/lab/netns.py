@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from announcer.lab.hoststack import (
     bfdd_commands,
     option,
     plain_announcer,
+    runs_exabgp,
     unit_pids,
     without_graceful_restart,
 )
@@ -56,16 +58,21 @@ STATE_FILE = STATE_DIR / "state.json"
 FRR_CONF = "/etc/frr/frr.conf"
 FRR_DAEMONS = "/etc/frr/daemons"
 EXABGP_CONF = "/etc/anycast-announcer/exabgp.conf"
-EXABGP_ENV = "/etc/anycast-announcer/exabgp.env"
+EXABGP_ENV = "/etc/anycast-announcer/exabgp.env"  # the shipped exabgp/exabgp.env
+LAB_EXABGP_ENV = "/etc/lab/exabgp.env"  # the lab's additions, in the environment (they win)
 INSTANCES = "/etc/lab/instances.yaml"
 ANNOUNCER_CONF = "/etc/anycast-announcer/announcer.yaml"
 DROP_INS = "/etc/anycast-announcer/routes.d"
+# The routed plugin's lockFile (its state files next to it): the servers' announcer.yaml
+# name it as routed.lock_file; each server has its own here (one file system for all).
+ROUTED_LOCK = "/run/lock/announcer-routed.lock"
 # A container's private directories -> (base, sub-path): "sock" is the run's socket
 # directory (short paths: a unix socket path has 108 bytes), "run" the run directory.
 PRIVATE_DIRS = {
     "/run/anycast-announcer": ("sock", "announcer"),
     "/var/lib/anycast-announcer": ("run", "fs/var/lib/anycast-announcer"),
     "/etc/anycast-announcer": ("run", "fs/etc/anycast-announcer"),
+    "/run/lock": ("sock", "lock"),
 }
 _PRIVATE = re.compile("(" + "|".join(map(re.escape, PRIVATE_DIRS)) + r")(?![\w.-])")
 
@@ -217,8 +224,12 @@ class NetnsLab:
         spec = self.topo.nodes[server].bind_source(INSTANCES)
         if spec is None:
             raise LabError(f"{server} binds no {INSTANCES}")
-        chosen = list(names) or [i.name for i in parse_instances(spec.read_text()).instances]
+        listed = parse_instances(spec.read_text())
+        every = listed.autostarted if action == "up" else listed.instances
+        chosen = list(names) or [i.name for i in every]
         inst_ns = [f"{self.ns(server)}-{name}" for name in chosen]
+        lock = Path(self.private(server, ROUTED_LOCK))
+        lock.parent.mkdir(parents=True, exist_ok=True)
         if action in ("up", "start"):
             for ns in inst_ns:
                 self.state.namespaces.append(ns)
@@ -227,7 +238,7 @@ class NetnsLab:
         argv = [sys.executable, "-m", "announcer.lab.instances", action, str(spec), *names,
                 "--netns-prefix", f"{self.ns(server)}-",
                 "--logdir", str(self.rundir / server / "instances"),
-                "--drop-ins", self.private(server, DROP_INS),
+                "--drop-ins", self.private(server, DROP_INS), "--lock-file", str(lock),
                 "--external-netns"]  # fmt: skip
         run(self.ns(server), argv, timeout=60)
         if action in ("down", "stop"):
@@ -252,6 +263,19 @@ class NetnsLab:
                   ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         """`announcer ARGS -c CONFIG` on server (status, drain, undrain)."""
         return self.exec(server, self.announcer_argv(server, *args), check=check)
+
+    def edit_announcer_config(self, server: str, edit: Callable[[str], str]) -> None:
+        """Replace the config server's running announcer reads with edit(its text), in one
+        rename (the announcer applies an edit of weights, policy, ... without a restart)."""
+        path = self.announcer_config(server)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(edit(path.read_text()))
+        os.replace(tmp, path)
+
+    def exabgp_output(self, server: str) -> str:
+        """What server's ExaBGP unit wrote to stdout/stderr (the launcher, the announcer)."""
+        path = self.rundir / server / "exabgp.stdout"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def announcer_argv(self, server: str, *args: str) -> list[str]:
         exe = str(Path(sys.executable).parent / "announcer")
@@ -278,14 +302,21 @@ class NetnsLab:
             (logdir / "exabgp-plain.conf").write_text(plain)
 
     def start_bgp(self, server: str, graceful: bool = True) -> None:
-        """Start ExaBGP (and so the announcer) on server; graceful=False: the plain variant."""
+        """Start ExaBGP (and so the announcer) on server as the product does: ``announcer
+        exabgp --env <the shipped exabgp.env> CONF`` (the launcher), the lab's additions and
+        the log file in the environment; graceful=False: the plain variant."""
         self.write_configs(server)
+        node = self.topo.nodes[server]
         logdir = self.rundir / server
         conf = logdir / ("exabgp.conf" if graceful else "exabgp-plain.conf")
+        shipped = node.bind_source(EXABGP_ENV)
+        if shipped is None:
+            raise LabError(f"{server} binds no {EXABGP_ENV} (the shipped exabgp/exabgp.env)")
         env = dict(os.environ)
-        env.update(_env_file(self.topo.nodes[server].bind_source(EXABGP_ENV)))
+        env.update(_env_file(node.bind_source(LAB_EXABGP_ENV)))
         env["exabgp.log.destination"] = str(logdir / "exabgp.log")
-        argv = ["ip", "netns", "exec", self.ns(server), exabgp_program(), str(conf)]
+        argv = ["ip", "netns", "exec", self.ns(server), announcer_program(), "exabgp",
+                "--env", str(shipped), str(conf)]  # fmt: skip
         with (logdir / "exabgp.stdout").open("ab") as out:
             self.exabgp[server] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -297,7 +328,7 @@ class NetnsLab:
         announcer and the announcer's watchdog at once, SIGKILL for what is left after
         TimeoutStopSec, then start; the seconds the stop took."""
         started = time.monotonic()
-        unit = unit_pids(namespace_pids(self.ns(server)), exabgp_program())
+        unit = unit_pids(namespace_pids(self.ns(server)), runs_exabgp)
         left = kill_and_wait(sorted(unit), signal.SIGTERM, STOP_TIMEOUT_S)
         kill_and_wait(left, signal.SIGKILL, 5)
         stopped = time.monotonic() - started
@@ -368,8 +399,8 @@ class NetnsLab:
         return {"run_id": self.state.run_id, "rundir": str(self.rundir), "nodes": nodes}
 
 
-def exabgp_program() -> str:
-    return str(Path(sys.executable).parent / "exabgp")
+def announcer_program() -> str:
+    return str(Path(sys.executable).parent / "announcer")
 
 
 def _peer_state(frr: FrrNode, ip: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,22 +21,51 @@ from announcer.lab.suite import BY_NAME, SUITE
 SCENARIOS = tuple(s.name for s in SUITE)
 
 
+SHIPPED_ENV = Path(__file__).resolve().parents[2] / "exabgp" / "exabgp.env"
+# the launcher's one stderr line at every start (announcer/exabgp/launcher.py)
+_LAUNCHER = re.compile(r"exabgp_launcher mode=(\S+) version=(\S+) fixes=(\S+) reason=(.*)$")
+
+
 def versions() -> dict[str, str]:
-    def first_line(argv: list[str]) -> str:
+    """FRR, ExaBGP (started as the servers start it: `announcer exabgp --env ...`, whose
+    launcher says which mode it runs in), kernel, Python."""
+
+    def first_line(argv: list[str], stderr: bool = False) -> str:
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
         except OSError:
             return "unknown"
-        lines = (out.stdout or out.stderr).strip().splitlines()
+        lines = (out.stderr if stderr else out.stdout or out.stderr).strip().splitlines()
         return lines[0] if lines else "unknown"
 
-    exabgp = str(Path(sys.executable).parent / "exabgp")
+    exabgp = [str(Path(sys.executable).parent / "announcer"), "exabgp", "--env",
+              str(SHIPPED_ENV), "version"]  # fmt: skip
+    launcher = _LAUNCHER.search(first_line(exabgp, stderr=True))
     return {
         "frr": first_line(["/usr/lib/frr/zebra", "--version"]),
-        "exabgp": first_line([exabgp, "version"]),
+        "exabgp": first_line(exabgp),
+        "exabgp_launcher": " ".join(launcher.group(0).split()[1:4]) if launcher else "unknown",
         "kernel": platform.release(),
         "python": platform.python_version(),
     }
+
+
+def launcher_runs(outputs: dict[str, str]) -> list[dict[str, Any]]:
+    """What the servers' ExaBGP launchers said at each start (server -> its unit's output):
+    one entry per distinct mode, version, fixes and reason, with the starts and servers."""
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    for server, text in sorted(outputs.items()):
+        for line in text.splitlines():
+            m = _LAUNCHER.search(line)
+            if m is None:
+                continue
+            key = (m[1], m[2], m[3], m[4].strip("'\""))
+            run = found.setdefault(key, {"mode": key[0], "version": key[1], "fixes": key[2],
+                                         "reason": key[3], "starts": 0, "servers": []})  # fmt: skip
+            run["starts"] += 1
+            if server not in run["servers"]:
+                run["servers"].append(server)
+    return list(found.values())
 
 
 def verdict(scenarios: dict[str, Any]) -> bool:
@@ -76,8 +106,12 @@ def render_table(scenarios: dict[str, Any]) -> str:
 
 def report_errors(doc: dict[str, Any]) -> list[str]:
     """What a lab-report.json lacks: every scenario, each with a verdict and the same figures
-    for every family (family.schema_errors), and the run's versions."""
+    for every family (family.schema_errors), the run's versions, and what the servers'
+    ExaBGP launcher said (the mode ExaBGP ran in)."""
     errors = [f"no {key}" for key in ("scenarios", "versions", "pass") if key not in doc]
+    runs = doc.get("exabgp_launcher")
+    if not runs or not all(isinstance(r, dict) and r.get("mode") for r in runs):
+        errors.append(f"exabgp_launcher: no launcher line from the servers' ExaBGP ({runs!r})")
     scenarios = doc.get("scenarios") or {}
     for name in SCENARIOS:
         if name not in scenarios:
@@ -100,29 +134,58 @@ def _pyplot() -> Any:
     return plt
 
 
+# rows of shares.png: a title and its series (label, scenario, key path of the shares)
+SHARE_ROWS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("anycast flows per instance (ECMP, L4 hash)",
+     (("hashing", "hashing", "shares"), ("recovery", "recovery", "shares"))),
+    ("weighted ECMP, instances per host",
+     (("weights on", "weighted", "shares"), ("weights off", "weighted", "unweighted_shares"),
+      ("one failed, weights on", "weighted", "failover.shares_after"))),
+    ("deprefer: a service's instances unhealthy",
+     (("all healthy", "deprefer", "healthy.shares"),
+      ("one host unhealthy", "deprefer", "one_host_unhealthy.shares"),
+      ("all unhealthy", "deprefer", "all_unhealthy.shares"))),
+)  # fmt: skip
+
+
 def plot_shares(scenarios: dict[str, Any], path: Path) -> None:
-    """A panel per family: the hashing and recovery shares per instance."""
+    """A row per measurement (SHARE_ROWS), a panel per family: shares per instance, the
+    even share dashed."""
     plt = _pyplot()
-    per = {n: family_results(scenarios.get(n, {})) for n in ("hashing", "recovery")}
+    per = {name: family_results(entry) for name, entry in scenarios.items()}
+    rows = [(title, series) for title, series in SHARE_ROWS
+            if any(_figure(r, key) for _, n, key in series for r in per.get(n, {}).values())]
     families = [f.name for f in FAMILIES if any(f.name in r for r in per.values())]
-    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4), squeeze=False,
-                             sharey=True)  # fmt: skip
-    for ax, family in zip(axes[0], families, strict=True):
-        series = [(n, (per[n].get(family) or {}).get("shares") or {}) for n in per]
-        names = sorted({k for _, s in series for k in s})
-        width = 0.38
-        for i, (label, share) in enumerate(series):
-            xs = [j + (i - 0.5) * width for j in range(len(names))]
-            ax.bar(xs, [share.get(n, 0) for n in names], width, label=label)
-        if names:
-            ax.axhline(1 / len(names), color="black", linestyle="--", linewidth=1, label="even")
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("share of flows")
-        ax.set_title(f"{family}: anycast flows per instance (ECMP, L4 hash)")
-        ax.legend()
+    rows = rows or list(SHARE_ROWS[:1])  # an empty panel rather than no file
+    families = families or [FAMILIES[0].name]
+    fig, axes = plt.subplots(len(rows), len(families), figsize=(6 * len(families),
+                             4 * len(rows)), squeeze=False)  # fmt: skip
+    for row, (title, series) in enumerate(rows):
+        for ax, family in zip(axes[row], families, strict=True):
+            results = [(per.get(n) or {}).get(family) or {} for _, n, _ in series]
+            shares = [(label, _figure(r, key) or {})
+                      for (label, _, key), r in zip(series, results, strict=True)]  # fmt: skip
+            hosts = next((r["instances_per_host"] for r in results if "instances_per_host" in r),
+                         None)  # fmt: skip
+            counts = f" {'/'.join(map(str, hosts.values()))}" if hosts else ""
+            _bars(ax, shares, f"{family}: {title}{counts}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _bars(ax: Any, series: list[tuple[str, dict[str, float]]], title: str) -> None:
+    names = sorted({k for _, share in series for k in share})
+    width = 0.8 / max(1, len(series))
+    for i, (label, share) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [share.get(n, 0) for n in names], width, label=label)
+    if names:
+        ax.axhline(1 / len(names), color="black", linestyle="--", linewidth=1, label="even")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("share of flows")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
 
 
 def plot_timelines(columns: dict[str, list[Path]], path: Path) -> None:

@@ -68,7 +68,31 @@ def receive_errors() -> str:
     return f"udp_rcvbuf_errors={v4} udp6_rcvbuf_errors={v6}"
 
 
-async def serve(name: str, port: int, addresses: list[str]) -> None:
+class _Health:
+    """The health port: open or closed on request (signals), logged each time."""
+
+    def __init__(self, port: int, hosts: list[str]) -> None:
+        self.port, self.hosts = port, hosts
+        self.server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        if self.server is None:
+            self.server = await asyncio.start_server(_hang_up, self.hosts, self.port)
+            print(f"health up port={self.port}", flush=True)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+            print(f"health down port={self.port}", flush=True)
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+async def serve(name: str, port: int, addresses: list[str], health_port: int | None = None
+                ) -> None:  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,9 +111,16 @@ async def serve(name: str, port: int, addresses: list[str]) -> None:
     server = await asyncio.start_server(
         lambda r, w: _tcp(tag, r, w), sorted(set(wildcards)), port, backlog=1024
     )
+    health = None if health_port is None else _Health(health_port, sorted(set(wildcards)))
+    if health is not None:
+        await health.open()
+        loop.add_signal_handler(signal.SIGUSR1, health.close)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(health.open()))
     print("ready", flush=True)
     await stop.wait()
     print(f"stopping {receive_errors()}", flush=True)
+    if health is not None:
+        health.close()
     server.close()
     for transport in transports:
         transport.close()
@@ -100,8 +131,10 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=7000)
     parser.add_argument("--address", action="append", required=True, help="repeat per address")
+    parser.add_argument("--health-port", type=int,
+                        help="a TCP port SIGUSR1 closes and SIGUSR2 reopens")  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(serve(args.name, args.port, args.address))
+    asyncio.run(serve(args.name, args.port, args.address, args.health_port))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,8 @@ class Lab(Protocol):
     def start_bgp(self, server: str) -> None: ...
     def stop_bgp(self, server: str) -> None: ...
     def restart_command(self, server: str, graceful: bool = True) -> str: ...
+    def edit_announcer_config(self, server: str, edit: Callable[[str], str]) -> None: ...
+    def exabgp_output(self, server: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,11 @@ def guarded(fn: Callable[[Service], dict[str, Any]], svc: Service) -> dict[str, 
         return {"pass": False, "error": str(exc)}
 
 
-def find_services(topo: Topology) -> dict[str, Service]:
-    """Per family, the anycast IP served by the most instances (servers binding an
-    instances file; an anycast IP is an instance's extra IP)."""
+def anycast_placement(topo: Topology, *, every: bool = False
+                      ) -> tuple[int, dict[str, dict[str, str]]]:  # fmt: skip
+    """The instances' port, and anycast IP -> {instance: server} (an anycast IP is an
+    instance's extra IP) of the instances that start with the lab; ``every``: also those a
+    scenario starts (``autostart: false``)."""
     found: dict[str, dict[str, str]] = {}
     port = 7000
     for node in topo.nodes.values():
@@ -120,20 +124,30 @@ def find_services(topo: Topology) -> dict[str, Service]:
             continue
         spec: InstanceFile = parse_instances(spec_path.read_text())
         port = spec.port
-        for inst in spec.instances:
+        for inst in spec.instances if every else spec.autostarted:
             for ip in inst.extra_ips:
                 found.setdefault(ip, {})[inst.name] = node.name
+    return port, found
+
+
+def find_services(topo: Topology, anycast: Collection[str] | None = None, *,
+                  every: bool = False) -> dict[str, Service]:  # fmt: skip
+    """Per family, the anycast IP served by the most instances that start with the lab (or
+    the one of ``anycast``; ``every``: counting the instances scenarios start too)."""
+    port, found = anycast_placement(topo, every=every)
     client = topo.by_role("client")[0].name
     routers = [n.name for n in topo.nodes.values() if n.role in ("spine", "leaf")]
     services = {}
     for family in FAMILIES:
-        mine = {ip: where for ip, where in found.items() if family_of(ip) == family}
+        mine = {ip: where for ip, where in found.items()
+                if family_of(ip) == family and (anycast is None or ip in anycast)}  # fmt: skip
         if mine:
             ip, where = max(mine.items(), key=lambda kv: len(kv[1]))
             leaf_of = {s: o.node for s in set(where.values()) for _, o in topo.links_of(s)}
             services[family.name] = Service(ip, port, where, leaf_of, client, routers, family)
     if not services:
-        raise LabError(f"topology {topo.name}: no instance has an anycast IP (extra_ips)")
+        raise LabError(f"topology {topo.name}: no instance has an anycast IP (extra_ips)"
+                       + ("" if anycast is None else f" of {sorted(anycast)}"))  # fmt: skip
     return services
 
 

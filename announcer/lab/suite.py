@@ -6,9 +6,9 @@ of the fabric (family.py: IPv4 figures at the top level, ``ipv6`` beside them, `
 when both passed). Adding one is an entry here and a function built from the pieces the
 others use:
 
-- a steady-state measurement per family: ``fabric.measure(lambda svc: ...)`` (hashing; a
-  ``weighted`` ECMP scenario would set link-bandwidth communities, then measure shares per
-  family against the weights the same way);
+- a steady-state measurement per family: ``fabric.measure(lambda svc: ...)`` (hashing;
+  ``weighted`` measures the shares of its own service, more instances of the anycast IP,
+  with ``Fabric.each`` the same way);
 - an event under traffic: ``Streams(lab, fabric, name, seconds)``, ``baseline()``, the event
   once, then per family ``gone_ms``/``watch_leaf`` and the stream's packets turned into
   ``loss_figures``/``movement``/``save_timeline`` (streams.py; ``rolling_upgrade`` in
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from announcer.lab import drops
+from announcer.lab.deprefer import deprefer
+from announcer.lab.deprefer import schema_errors as deprefer_schema
 from announcer.lab.failures import graceful_removal, recovery, server_failure
 from announcer.lab.family import combine
 from announcer.lab.gating import health_failover, withdraw_before_stop
@@ -34,6 +36,8 @@ from announcer.lab.namespaces import LabError
 from announcer.lab.scenarios import Fabric, Lab, convergence, hashing
 from announcer.lab.upgrade import REPORT_ORDER, rolling_upgrade
 from announcer.lab.upgrade import schema_errors as upgrade_schema
+from announcer.lab.weighted import schema_errors as weighted_schema
+from announcer.lab.weighted import weighted
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,16 @@ SUITE: tuple[Scenario, ...] = (
               "graceful.community_ms", "graceful.leaf_fib_ms", "graceful.lost_packets")),
     Scenario("health_failover", lambda lab, fab: health_failover(lab, fab, fab.names[1]),
              ("detection_ms", "lost_packets", "shares_after", "rejoin_ms")),
+    # weighted ECMP: more local instances on some hosts, shares per instance with weights on
+    # and off, one local instance failing; then the last-resort announcement
+    Scenario("weighted", weighted,
+             ("flows", "max_deviation", "unweighted_max_deviation", "chi_square_p",
+              "failover.convergence_ms", "failover.lost_packets",
+              "failover.moved_surviving_fraction", "failover.max_deviation_after"),
+             weighted_schema),
+    Scenario("deprefer", deprefer,
+             ("share_of_unhealthy_host", "answered_fraction_all_unhealthy", "deprefer_ms"),
+             deprefer_schema),
     # every host of an instance restarted in turn, three ways, under 2,000 flows per family
     Scenario("rolling_upgrade", rolling_upgrade,
              tuple(f"variants.{v}.{k}" for v in REPORT_ORDER

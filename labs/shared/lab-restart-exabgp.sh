@@ -4,9 +4,10 @@
 # at once (KillMode=control-group), SIGKILL for what is left after 30 s (TimeoutStopSec),
 # then start again. --plain: start it without graceful restart (lab-exabgp --plain).
 set -eu
-# ExaBGP (python .../bin/exabgp CONF), its announcer and watchdog; not this script nor
-# restart-stack, whose command lines name lab-restart-exabgp
-pattern='bin/exabgp /|announcer run -c|announcer[.]daemon[.]watchdog'
+# ExaBGP (python -I .../announcer/exabgp/launcher.py CONF, or `announcer exabgp` before it
+# execs that), its announcer and watchdog; not this script nor restart-stack, whose command
+# lines name lab-restart-exabgp
+pattern='announcer/exabgp/launcher[.]py|bin/announcer exabgp |announcer run -c|announcer[.]daemon[.]watchdog'
 pkill -TERM -f "$pattern" || true
 i=0
 while pgrep -f "$pattern" >/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done

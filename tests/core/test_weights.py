@@ -27,6 +27,7 @@ from announcer.events import (
     KernelLink,
     KernelRoute,
     KernelSnapshot,
+    LinkRemoved,
 )
 from announcer.model import Advert, Attributes, LinkBandwidth, Prefix, Reason
 from announcer.spec.checks import CheckSpec
@@ -234,3 +235,32 @@ def test_the_devices_of_failing_local_instances_of_a_shared_ip_are_named() -> No
     w.apply(HealthObserved(("docker", "i3"), None, "", at=2.0))  # pending (a new instance)
     assert unhealthy_members(w, POLICY, 100.0) == {"vethr3"}
     assert unhealthy_members(w, POLICY, 100.0, pending=False) == frozenset()
+
+
+def test_a_member_the_plugin_parked_stays_named_while_its_instance_fails() -> None:
+    """Once published, the plugin takes the failing member out of the group, so the route no
+    longer shows its device. Found in the lab (issue 16 item 5): the core then named nobody,
+    the plugin put the member back, the core named it again, ~20 times in 0.1 s, until the
+    last publication happened to be the empty set and a dead instance kept a third of its
+    host's flows. With the published names passed in (``parked``) the answer is stable."""
+    from announcer.core.instances import unhealthy_members
+
+    w = fabric()
+    own = tuple(KernelRoute(Prefix(f"10.100.0.{n}/32"), 254, 180, oif=n) for n in (1, 2, 3))
+    parked_route = KernelRoute(ANYCAST, 254, 180, nexthops=((1, None), (3, None)))
+    w.apply(KernelSnapshot((*own, parked_route), tuple(w.links.values()), ()))
+    for n in (1, 2, 3):
+        spec = ServiceSpec(ips=(ip_address(f"10.100.0.{n}"), ip_address("10.200.0.1")), check=CHECK)
+        w.apply(
+            InstanceChanged(
+                Instance("docker", f"i{n}", f"web-{n}", InstanceState.SERVING, 0.0, spec.ips, spec)
+            )
+        )
+        w.apply(HealthObserved(("docker", f"i{n}"), n != 2, "", at=0.0))
+    assert unhealthy_members(w, POLICY, 100.0) == frozenset()  # what the loop fed on
+    assert unhealthy_members(w, POLICY, 100.0, parked={"vethr2"}) == {"vethr2"}
+    w.apply(HealthObserved(("docker", "i2"), True, "", at=1.0))  # healthy again: back in
+    assert unhealthy_members(w, POLICY, 100.0, parked={"vethr2"}) == frozenset()
+    w.apply(HealthObserved(("docker", "i2"), False, "", at=2.0))
+    w.apply(LinkRemoved(2))  # its container went: nothing of it to name
+    assert unhealthy_members(w, POLICY, 100.0, parked={"vethr2"}) == frozenset()

@@ -26,6 +26,13 @@ def figures(timeline, shift: int, upgrade_timeline=None) -> dict[str, dict]:
         "recovery": {"pass": True, "shares": SHARES},
         "health_failover": {"pass": True, "detection_ms": 480 + shift, "lost_packets": 500,
                             "shares_after": {**SHARES, "inst2": 0.0}, "rejoin_ms": 1100},
+        "weighted": weighted(shift),
+        "deprefer": {"pass": True, "flows": 1200, "unhealthy_host": "server3",
+                     "share_of_unhealthy_host": 0.0, "answered_fraction_all_unhealthy": 1.0,
+                     "deprefer_ms": 600 + shift,
+                     "healthy": {"shares": {"dep3": 0.33, "dep5": 0.34, "dep6": 0.33}},
+                     "one_host_unhealthy": {"shares": {"dep3": 0.0, "dep5": 0.5, "dep6": 0.5}},
+                     "all_unhealthy": {"shares": {"dep3": 0.3, "dep5": 0.4, "dep6": 0.3}}},
         "rolling_upgrade": {"pass": True, "hosts": HOSTS, "variants": {
             "drain": variant(0, 0.0, 6000 + shift, 38.0, upgrade_timeline),
             "graceful_restart": variant(0, 0.0, 0, 19.0),
@@ -34,6 +41,19 @@ def figures(timeline, shift: int, upgrade_timeline=None) -> dict[str, dict]:
 
 
 HOSTS = ["server3", "server4", "server5", "server6"]
+WEIGHTED_HOSTS = {"server3": 1, "server4": 2, "server5": 3, "server6": 1}
+
+
+def weighted(shift: int) -> dict:
+    """One family's weighted figures: 7 instances on 4 hosts, shares with weights on/off."""
+    names = ["inst1", "inst2", "inst2b", "inst3", "inst3b", "inst3c", "inst4"]
+    off = dict(zip(names, [0.25, 0.125, 0.125, 0.083, 0.083, 0.084, 0.25], strict=True))
+    return {"pass": True, "flows": 3000, "instances_per_host": WEIGHTED_HOSTS,
+            "shares": dict.fromkeys(names, 1 / 7), "max_deviation": 0.01, "chi_square_p": 0.7,
+            "unweighted_shares": off, "unweighted_max_deviation": 0.107,
+            "failover": {"convergence_ms": 270 + shift, "lost_packets": 70,
+                         "moved_surviving_fraction": 0.1, "max_deviation_after": 0.02,
+                         "shares_after": {**dict.fromkeys(names, 1 / 6), "inst3b": 0.0}}}
 
 
 def variant(lost, unneeded, out_ms, total_s, timeline=None) -> dict:
@@ -57,6 +77,10 @@ def results(tmp_path):
     return {
         "scenarios": {name: combine({f: per[f][name] for f in per}) for name in per["ipv4"]},
         "versions": {"frr": "8.4.4", "exabgp": "5.0.15", "kernel": "6.1"},
+        "exabgp_launcher": [{"mode": "accelerated", "version": "5.0.15", "starts": 30,
+                             "fixes": "poll_while_queued,resolve_self_shared",
+                             "reason": "verified release, sources match",
+                             "servers": [f"server{n}" for n in range(1, 7)]}],
     }
 
 
@@ -112,6 +136,15 @@ def test_rolling_upgrade_has_every_variant_per_family(tmp_path):
          "scenarios.hashing: ipv6 figures differ from ipv4: missing ['flows'], extra []"),
         (lambda s: s.pop("recovery"), "scenarios.recovery: missing"),
         (lambda s: s["convergence"].pop("pass"), "scenarios.convergence: no 'pass'"),
+        (lambda s: s["weighted"]["ipv6"].pop("unweighted_max_deviation"),
+         "scenarios.weighted (ipv6): no unweighted_max_deviation"),
+        (lambda s: s["weighted"]["failover"].pop("moved_surviving_fraction"),
+         "scenarios.weighted (ipv4): failover: no moved_surviving_fraction"),
+        (lambda s: s["weighted"].update(instances_per_host={"server3": 1, "server4": 1}),
+         "scenarios.weighted (ipv4): shares has 7 instances, instances_per_host "
+         "{'server3': 1, 'server4': 1}"),
+        (lambda s: s["deprefer"]["ipv6"].pop("all_unhealthy"),
+         "scenarios.deprefer (ipv6): no all_unhealthy"),
         (lambda s: s["rolling_upgrade"]["ipv6"]["variants"].pop("plain"),
          "scenarios.rolling_upgrade (ipv6): variants.plain: missing"),
         (lambda s: s["rolling_upgrade"]["variants"]["drain"].pop("total_s"),
@@ -127,6 +160,42 @@ def test_the_schema_check_names_what_is_missing(tmp_path, damage, error):
     doc = {**results(tmp_path), "pass": True}
     damage(doc["scenarios"])
     assert error in report.report_errors(doc)
+
+
+def test_the_report_says_which_mode_exabgp_ran_in(tmp_path):
+    doc = {**results(tmp_path), "pass": True}
+    assert report.report_errors(doc) == []
+    doc["exabgp_launcher"] = []
+    assert report.report_errors(doc) == [
+        "exabgp_launcher: no launcher line from the servers' ExaBGP ([])"]
+
+
+def test_launcher_runs_count_each_start_per_mode():
+    line = ("2026-12-04T20:55:31 info exabgp_launcher mode={} version=5.0.15 fixes={} "
+            "reason='verified release, sources match'")
+    outputs = {
+        "server3": "\n".join([line.format("accelerated", "poll_while_queued"),
+                              "2026-12-04T20:55:31.838 info neighbor_state peer=10.1.3.0",
+                              line.format("accelerated", "poll_while_queued")]),
+        "server4": line.format("stock", "none"),
+        "server5": "no launcher here",
+    }
+    assert report.launcher_runs(outputs) == [
+        {"mode": "accelerated", "version": "5.0.15", "fixes": "poll_while_queued",
+         "reason": "verified release, sources match", "starts": 2, "servers": ["server3"]},
+        {"mode": "stock", "version": "5.0.15", "fixes": "none",
+         "reason": "verified release, sources match", "starts": 1, "servers": ["server4"]},
+    ]  # fmt: skip
+
+
+def test_the_weighted_and_deprefer_rows(tmp_path):
+    table = report.render_table(results(tmp_path)["scenarios"])
+    assert ("weighted              ipv4  PASS  flows=3000 max_deviation=0.01 "
+            "unweighted_max_deviation=0.107 chi_square_p=0.7 failover.convergence_ms=270 "
+            "failover.lost_packets=70 failover.moved_surviving_fraction=0.1 "
+            "failover.max_deviation_after=0.02") in table
+    assert ("deprefer              ipv4  PASS  share_of_unhealthy_host=0.0 "
+            "answered_fraction_all_unhealthy=1.0 deprefer_ms=600") in table
 
 
 def test_a_family_that_fails_fails_the_scenario_and_the_run(tmp_path):

@@ -171,10 +171,15 @@ def test_leaves_have_the_graceful_restart_advice(name):
 def test_instances_file():
     spec = parse_instances((LAB.parent / "server6" / "instances.yaml").read_text())
     assert spec.port == 7000
-    assert [(i.name, i.ips, i.extra_ips) for i in spec.instances] == [
+    assert [(i.name, i.ips, i.extra_ips) for i in spec.autostarted] == [
         ("inst4", ("10.100.6.10", "fd00:100:6::10"), ("10.200.0.1", "fd00:200::1")),
         ("web6", ("10.100.6.20", "fd00:100:6::20"), ()),
     ]
+    # the deprefer scenario's instance: started by it, its own check on a health port
+    dep = spec.get("dep6")
+    assert (dep.autostart, dep.extra_ips) == (False, ("10.200.0.2", "fd00:200::2"))
+    assert dep.check == "tcp:7001 interval=0.2 timeout=0.2 rise=2 fall=2"
+    assert (dep.health_port, dep.drop_in) == (7001, (("unhealthy", "deprefer"),))
 
 
 def test_precedence_node_over_group_over_kind_over_defaults(tmp_path):
