@@ -54,14 +54,17 @@ debian-exabgp:
 
 lint: venv
 	$(VENV)/bin/ruff check announcer tests bench
+	$(VENV)/bin/ruff format --check announcer tests bench
 	$(VENV)/bin/mypy
 
 test: system venv venv-exabgp4
 	$(VENV)/bin/ruff check announcer tests bench
+	$(VENV)/bin/ruff format --check announcer tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# Benchmarks vs FRR and BIRD (docs/performance.md): ~22 min; BENCH_ARGS=--quick for ~3.
+# Benchmarks vs FRR, BIRD and ExaBGP alone (docs/performance.md): ~20 min on a quiet
+# machine; BENCH_ARGS=--quick for ~5.
 # Debian's bird2 package starts a bird in the root namespace: it is stopped at once.
 bench: system venv
 	@dpkg-query -W -f='$${Status}' bird2 2>/dev/null | grep -q "ok installed" || { \

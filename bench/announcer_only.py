@@ -169,16 +169,20 @@ def measure(lab_: Lab, tool: StandInAnnouncer, start_routes: list[IPv4Address],
     found = one_route(lab_, tool, trials, base)
     log = parse_probe(tool.probe_log.read_text().splitlines())
     report["one_route_ms"] = breakdown(log, found)
-    changes, report["churn"] = churn(lab_, tool, churn_prefixes, 1000, churn_seconds,
-                                        check_leaf=False)
+    changes, report["churn"] = churn(
+        lab_, tool, churn_prefixes, 1000, churn_seconds, check_leaf=False
+    )
     log = parse_probe(tool.probe_log.read_text().splitlines())
     since = changes[0][2]
     report["churn"]["event_to_line"] = event_to_command(log, changes)
     report["churn"]["reconcile_ms"] = summarize(
-        [(e - s) * 1000 for s, e in log.reconciles if s >= since])
+        [(e - s) * 1000 for s, e in log.reconciles if s >= since]
+    )
     pauses = [s * 1000 for t, _, s in log.gc_pauses if t >= since]
-    report["churn"]["gc_pauses_over_1ms"] = {"count": len(pauses),
-                                             "max_ms": round(max(pauses, default=0.0), 1)}
+    report["churn"]["gc_pauses_over_1ms"] = {
+        "count": len(pauses),
+        "max_ms": round(max(pauses, default=0.0), 1),
+    }
     left = {int(p) for p in churn_prefixes} & _host_routes(lab_)
     _clear(lab_, left)
     if _wait_held(tool, base, 60):

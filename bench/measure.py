@@ -98,9 +98,7 @@ def _peak(tool: Tool) -> dict[str, float]:
 
 
 def _cpu(tool: Tool) -> dict[str, float]:
-    return {
-        role: sum(cpu_seconds(p) for p in pids) for role, pids in tool.processes().items()
-    }
+    return {role: sum(cpu_seconds(p) for p in pids) for role, pids in tool.processes().items()}
 
 
 def _spent(before: dict[str, float], tool: Tool) -> dict[str, float]:
@@ -157,7 +155,12 @@ def burst(lab: Lab, tool: Tool, prefixes: list[IPv4Address], timeout: float,
 
 
 def churn(
-    lab: Lab, tool: Tool, prefixes: list[IPv4Address], rate: int, seconds: float, live: int = 500,
+    lab: Lab,
+    tool: Tool,
+    prefixes: list[IPv4Address],
+    rate: int,
+    seconds: float,
+    live: int = 500,
     check_leaf: bool = True,
 ) -> tuple[list[tuple[str, str, float]], dict[str, Any]]:
     """``rate`` changes/s: each step adds a new prefix and deletes the one added ``live``

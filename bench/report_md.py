@@ -131,8 +131,10 @@ def ratios(report: Mapping[str, Any]) -> str:
             for section, suffix in sources:
                 row.append(num(dig(block, section, key + suffix), 2, TIMES))
         detail = dig(report, "ratios", "details", key + "_vs_best") or {}
-        row.append(str(detail.get("best_anchor", "-")) + (f" ({detail['note']})"
-                                                          if "note" in detail else ""))
+        row.append(
+            str(detail.get("best_anchor", "-"))
+            + (f" ({detail['note']})" if "note" in detail else "")
+        )
         rows.append(row)
     head = ["figure", "announcer ÷ best anchor", "announcer ÷ ExaBGP alone",
             "stock ÷ best anchor", "stock ÷ ExaBGP alone", "best anchor"]  # fmt: skip
@@ -153,13 +155,20 @@ def modes(report: Mapping[str, Any]) -> str:
     for r, s in zip(rows, sizes, strict=True):
         for i, side in ((1, acc), (2, stock)):
             r[i] += f" / {num(dig(side, 'burst_withdraw_fib_s', s))}"
-    rows += [row(f"ExaBGP peak RSS at {int(s) // 1000}k, MB",
-                 lambda d, s=s: dig(d, "peak_rss_mb_exabgp", s), 1) for s in sizes[-1:]]
-    rows += [row("one route → wire, median ms", lambda d: d.get("announce_wire_median_ms"), 3),
-             row("startup → leaf FIB, s", lambda d: d.get("startup_to_leaf_fib_s")),
-             row("churn 1k/s, event → line p99, ms",
-                 lambda d: d.get("churn_event_to_line_p99_ms"), 1),
-             row("churn 1k/s, ExaBGP CPU %", lambda d: d.get("churn_exabgp_cpu_percent"), 1)]
+    rows += [
+        row(
+            f"ExaBGP peak RSS at {int(s) // 1000}k, MB",
+            lambda d, s=s: dig(d, "peak_rss_mb_exabgp", s),
+            1,
+        )
+        for s in sizes[-1:]
+    ]
+    rows += [
+        row("one route → wire, median ms", lambda d: d.get("announce_wire_median_ms"), 3),
+        row("startup → leaf FIB, s", lambda d: d.get("startup_to_leaf_fib_s")),
+        row("churn 1k/s, event → line p99, ms", lambda d: d.get("churn_event_to_line_p99_ms"), 1),
+        row("churn 1k/s, ExaBGP CPU %", lambda d: d.get("churn_exabgp_cpu_percent"), 1),
+    ]
     note = (f"\n\nLauncher: accelerated `{acc.get('exabgp_mode')}`; "
             f"stock `{stock.get('exabgp_mode')}`.")  # fmt: skip
     return table(["figure", "accelerated (default)", "stock"], rows) + note
@@ -274,9 +283,13 @@ def startup(report: Mapping[str, Any]) -> str:
                          num(s.get("open_to_wire_seconds"))])  # fmt: skip
     head = ["tool", "start → last UPDATE on the wire", "→ leaf FIB", "start → OPEN",
             "OPEN → last UPDATE"]  # fmt: skip
-    resync = [f"{n}: {num(dig(t, 'resync_after_kill9', 'kill_to_resynced_wire_seconds'))} s, "
-              f"{dig(t, 'resync_after_kill9', 'other_routes_that_left_the_leaf')} other routes "
-              "left the leaf" for n, t in _tools(report) if "resync_after_kill9" in t]
+    resync = [
+        f"{n}: {num(dig(t, 'resync_after_kill9', 'kill_to_resynced_wire_seconds'))} s, "
+        f"{dig(t, 'resync_after_kill9', 'other_routes_that_left_the_leaf')} other routes "
+        "left the leaf"
+        for n, t in _tools(report)
+        if "resync_after_kill9" in t
+    ]
     return table(head, rows) + "\n\nResync after kill -9: " + "; ".join(resync or ["-"])
 
 

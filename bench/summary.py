@@ -178,10 +178,10 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     }
     by_1k = ours.get("details", {}).get("peak_rss_mb_1k_by_process") or {}
     by_100k = ours.get("details", {}).get("peak_rss_mb_100k_by_process") or {}
-    rss_100k = _target("peak RSS announcer at 100k", ours.get("peak_rss_mb_100k"), 60, "MB",
-                       quick)
-    rss_1k = _target("peak RSS announcer at 1k, kernel source only", ours.get("peak_rss_mb_1k"),
-                     40, "MB")
+    rss_100k = _target("peak RSS announcer at 100k", ours.get("peak_rss_mb_100k"), 60, "MB", quick)
+    rss_1k = _target(
+        "peak RSS announcer at 1k, kernel source only", ours.get("peak_rss_mb_1k"), 40, "MB"
+    )
     for entry, by in ((rss_100k, by_100k), (rss_1k, by_1k)):
         if "watchdog" in by:
             entry["watchdog_mb"] = by["watchdog"]  # its child, not in the value

@@ -46,10 +46,18 @@ def parse_inspect(text: str) -> list[ClabContainer]:
         lab = str(entry.get("lab_name", ""))
         name = str(entry.get("name", ""))
         prefix = f"clab-{lab}-"
-        node = name[len(prefix):] if lab and name.startswith(prefix) else name
-        found.append(ClabContainer(name, node, lab, str(entry.get("state", "")),
-                                   str(entry.get("ipv4_address", "")),
-                                   str(entry.get("kind", "")), str(entry.get("image", ""))))
+        node = name[len(prefix) :] if lab and name.startswith(prefix) else name
+        found.append(
+            ClabContainer(
+                name,
+                node,
+                lab,
+                str(entry.get("state", "")),
+                str(entry.get("ipv4_address", "")),
+                str(entry.get("kind", "")),
+                str(entry.get("image", "")),
+            )
+        )
     return found
 
 

@@ -114,15 +114,26 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("down")
     sub.add_parser("status")
     tst = sub.add_parser("test")
-    tst.add_argument("--only", nargs="+", choices=list(suite.BY_NAME), metavar="SCENARIO",
-                     help="run these scenarios only (in the suite's order)")
+    tst.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(suite.BY_NAME),
+        metavar="SCENARIO",
+        help="run these scenarios only (in the suite's order)",
+    )
     rep = sub.add_parser("report")
     rep.add_argument("--run-dir", type=Path)
-    rs = sub.add_parser("restart-exabgp", help="`systemctl restart` of a server's ExaBGP "
-                        "(restart-stack's --restart-command in rolling_upgrade)")
+    rs = sub.add_parser(
+        "restart-exabgp",
+        help="`systemctl restart` of a server's ExaBGP "
+        "(restart-stack's --restart-command in rolling_upgrade)",
+    )
     rs.add_argument("server")
-    rs.add_argument("--plain", action="store_true",
-                    help="start it without graceful restart and manual End-of-RIB")
+    rs.add_argument(
+        "--plain",
+        action="store_true",
+        help="start it without graceful restart and manual End-of-RIB",
+    )
     ex = sub.add_parser("exec")
     ex.add_argument("node")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)

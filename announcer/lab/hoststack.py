@@ -51,9 +51,9 @@ def map_word(word: str, paths: Mapping[str, str]) -> str:
     for old in sorted(paths, key=len, reverse=True):
         new = paths[old]
         if old.endswith("/") and word.startswith(old):
-            return new + word[len(old):]
+            return new + word[len(old) :]
         if word == old or word.startswith(old + "/"):
-            return new + word[len(old):]
+            return new + word[len(old) :]
     return word
 
 
@@ -119,7 +119,8 @@ def plain_announcer(announcer_yaml: str) -> str:
     doc = yaml.safe_load(announcer_yaml) or {}
     doc.setdefault("exabgp", {})["manual_eor"] = False
     return "# the plain variant (announcer.lab.hoststack): no manual End-of-RIB\n" + yaml.safe_dump(
-        doc, sort_keys=False)
+        doc, sort_keys=False
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -150,7 +151,7 @@ def process_parents() -> dict[int, int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
     return parents
 
 

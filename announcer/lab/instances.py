@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lock-file", default=DEFAULT_LOCK_FILE,
                         help="the routed plugin's lockFile (routed.lock_file)")  # fmt: skip
     parser.add_argument(
-        "--external-netns", action="store_true",
+        "--external-netns",
+        action="store_true",
         help="the caller creates and deletes the namespaces (the netns backend does, from the "
         "root mount namespace, so that `ip netns pids` there sees them)",
     )

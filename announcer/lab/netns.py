@@ -297,8 +297,11 @@ class NetnsLab:
         text = self._mapped(node, (node.bind_source(EXABGP_CONF) or Path()).read_text())
         (logdir / "exabgp.conf").write_text(text)
         if source is not None:
-            plain = without_graceful_restart(text, str(self.announcer_config(server)),
-                                             str(self.announcer_config(server, plain=True)))
+            plain = without_graceful_restart(
+                text,
+                str(self.announcer_config(server)),
+                str(self.announcer_config(server, plain=True)),
+            )
             (logdir / "exabgp-plain.conf").write_text(plain)
 
     def start_bgp(self, server: str, graceful: bool = True) -> None:
@@ -394,8 +397,11 @@ class NetnsLab:
         nodes = {}
         for node in self.topo.nodes:
             ns = self.ns(node)
-            nodes[node] = {"namespace": ns, "up": ns in existing,
-                           "processes": len(namespace_pids(ns)) if ns in existing else 0}
+            nodes[node] = {
+                "namespace": ns,
+                "up": ns in existing,
+                "processes": len(namespace_pids(ns)) if ns in existing else 0,
+            }
         return {"run_id": self.state.run_id, "rundir": str(self.rundir), "nodes": nodes}
 
 
@@ -430,4 +436,3 @@ def _is_bgp(pid: int) -> bool:
     except OSError:
         return False
     return "exabgp" in cmdline or "announcer run" in cmdline
-

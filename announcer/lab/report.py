@@ -153,8 +153,11 @@ def plot_shares(scenarios: dict[str, Any], path: Path) -> None:
     even share dashed."""
     plt = _pyplot()
     per = {name: family_results(entry) for name, entry in scenarios.items()}
-    rows = [(title, series) for title, series in SHARE_ROWS
-            if any(_figure(r, key) for _, n, key in series for r in per.get(n, {}).values())]
+    rows = [
+        (title, series)
+        for title, series in SHARE_ROWS
+        if any(_figure(r, key) for _, n, key in series for r in per.get(n, {}).values())
+    ]
     families = [f.name for f in FAMILIES if any(f.name in r for r in per.values())]
     rows = rows or list(SHARE_ROWS[:1])  # an empty panel rather than no file
     families = families or [FAMILIES[0].name]

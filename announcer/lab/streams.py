@@ -60,7 +60,7 @@ class Stream:
         self.proc.wait(180)
         self.lab.exec(self.client, ["rm", "-f", self.stop_file])
         text = self.path.read_text()
-        doc = json.loads(text[text.index("{"):])
+        doc = json.loads(text[text.index("{") :])
         return [(float(t), int(f), i) for t, f, i in doc["packets"]]
 
 

@@ -103,7 +103,8 @@ def run_suite(lab: Lab, fabric: Fabric, suite: tuple[Scenario, ...] = SUITE
             results[scenario.name] = scenario.run(lab, fabric)
         except LabError as exc:
             results[scenario.name] = combine(
-                {f: {"pass": False, "error": str(exc)} for f in fabric.services})
+                {f: {"pass": False, "error": str(exc)} for f in fabric.services}
+            )
         kernel[scenario.name] = drops.growth(before, drops.snapshot(lab, lab.topo.nodes))
         (lab.rundir / "drops.json").write_text(json.dumps(kernel, indent=1))
         seconds[scenario.name] = round(time.monotonic() - started, 1)

@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import time
+from functools import partial
 from typing import Any, cast
 
 MAX_PACKETS = 600_000
@@ -50,7 +51,7 @@ async def _udp_flows(target: str, port: int, count: int, answers: dict[tuple[int
     flows = []
     for index in range(count):
         _, proto = await loop.create_datagram_endpoint(
-            lambda i=index: _Flow(i, answers), remote_addr=(target, port)  # type: ignore[misc]
+            partial(_Flow, index, answers), remote_addr=(target, port)
         )
         flows.append(proto)
     return flows
@@ -153,8 +154,15 @@ def main(argv: list[str] | None = None) -> None:
         doc = asyncio.run(run_flows(args.target, args.port, args.udp, args.tcp, args.packets))
     else:
         doc = asyncio.run(
-            run_stream(args.target, args.port, args.udp, args.rate, args.duration,
-                       max(1, min(args.slots, args.udp)), args.stop_file)
+            run_stream(
+                args.target,
+                args.port,
+                args.udp,
+                args.rate,
+                args.duration,
+                max(1, min(args.slots, args.udp)),
+                args.stop_file,
+            )
         )
     json.dump(doc, sys.stdout)
     sys.stdout.write("\n")

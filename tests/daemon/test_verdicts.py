@@ -174,7 +174,9 @@ def test_a_parked_member_stays_parked_while_the_kernel_follows_the_plugin(tmp_pa
     own = [KernelRoute(Prefix(f"10.100.0.{n}/32"), 254, 180, oif=n) for n in (1, 2, 3)]
 
     def shared(members: tuple[int, ...]) -> KernelRoute:
-        return KernelRoute(Prefix(f"{ANYCAST}/32"), 254, 180, nexthops=tuple((n, None) for n in members))
+        return KernelRoute(
+            Prefix(f"{ANYCAST}/32"), 254, 180, nexthops=tuple((n, None) for n in members)
+        )
 
     kernel = FakeKernel([*own, shared((1, 2, 3))], links)
     healthy = {"10.100.0.1": True, "10.100.0.2": False, "10.100.0.3": True}

@@ -42,11 +42,7 @@ def fake_clab(tmp_path, monkeypatch):
     log = tmp_path / "argv.log"
     script = tmp_path / "containerlab"
     sample = DATA / "clab_inspect_v0_68.json"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'echo "$@" >> {log}\n'
-        f'case "$1" in inspect) cat {sample};; esac\n'
-    )
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\ncase "$1" in inspect) cat {sample};; esac\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     return log

@@ -5,8 +5,10 @@ import pytest
 from announcer.lab.drops import SEPARATOR, growth, of_family, parse_counters
 
 SNMP6 = "Ip6InReceives                   	100\nIp6InNoRoutes                   	2\nIcmp6OutDestUnreachs            	3\n"
-SNMP = ("Ip: Forwarding DefaultTTL InDiscards OutNoRoutes\nIp: 1 64 4 5\n"
-        "Udp: InDatagrams NoPorts InErrors RcvbufErrors\nUdp: 9 1 0 7\n")
+SNMP = (
+    "Ip: Forwarding DefaultTTL InDiscards OutNoRoutes\nIp: 1 64 4 5\n"
+    "Udp: InDatagrams NoPorts InErrors RcvbufErrors\nUdp: 9 1 0 7\n"
+)
 NETSTAT = "IpExt: InNoRoutes InTruncatedPkts\nIpExt: 6 0\n"
 
 
@@ -32,10 +34,15 @@ def test_a_missing_file_is_an_error():
 
 def test_growth_keeps_what_grew_and_splits_by_family():
     before = {"leaf2": {"Ip6InNoRoutes": 2, "Ip.InDiscards": 4}, "spine1": {"Ip6InNoRoutes": 0}}
-    after = {"leaf2": {"Ip6InNoRoutes": 3, "Ip.InDiscards": 4, "Icmp6OutDestUnreachs": 1},
-             "spine1": {"Ip6InNoRoutes": 0}, "new": {"Ip.OutNoRoutes": 2}}
+    after = {
+        "leaf2": {"Ip6InNoRoutes": 3, "Ip.InDiscards": 4, "Icmp6OutDestUnreachs": 1},
+        "spine1": {"Ip6InNoRoutes": 0},
+        "new": {"Ip.OutNoRoutes": 2},
+    }
     grown = growth(before, after)
-    assert grown == {"leaf2": {"Icmp6OutDestUnreachs": 1, "Ip6InNoRoutes": 1},
-                     "new": {"Ip.OutNoRoutes": 2}}
+    assert grown == {
+        "leaf2": {"Icmp6OutDestUnreachs": 1, "Ip6InNoRoutes": 1},
+        "new": {"Ip.OutNoRoutes": 2},
+    }
     assert of_family(grown, 6) == {"leaf2": {"Icmp6OutDestUnreachs": 1, "Ip6InNoRoutes": 1}}
     assert of_family(grown, 4) == {"new": {"Ip.OutNoRoutes": 2}}

@@ -15,16 +15,20 @@ from announcer.lab.family import (
 
 
 def test_families_name_their_host_prefixes_and_tools():
-    assert (IPV4.host("10.200.0.1"), IPV6.host("fd00:200::1")) == ("10.200.0.1/32",
-                                                                   "fd00:200::1/128")
+    assert (IPV4.host("10.200.0.1"), IPV6.host("fd00:200::1")) == (
+        "10.200.0.1/32",
+        "fd00:200::1/128",
+    )
     assert (IPV4.afi, IPV6.afi) == ("ipv4 unicast", "ipv6 unicast")
     assert (IPV4.ip_flag, IPV6.ip_flag) == ("-4", "-6")
     assert (IPV4.suffix, IPV6.suffix) == ("", "-ipv6")  # IPv4 artifacts keep their names
     assert (IPV4.frr_suffix, IPV6.frr_suffix) == ("", "6")
 
 
-@pytest.mark.parametrize(("ip", "family"), [("10.200.0.1", IPV4), ("fd00:200::1", IPV6),
-                                            ("fd00:200::1/128", IPV6), ("10.0.0.0/8", IPV4)])
+@pytest.mark.parametrize(
+    ("ip", "family"),
+    [("10.200.0.1", IPV4), ("fd00:200::1", IPV6), ("fd00:200::1/128", IPV6), ("10.0.0.0/8", IPV4)],
+)
 def test_family_of(ip, family):
     assert family_of(ip) is family
 
@@ -36,8 +40,14 @@ def test_family_of_names_what_is_not_an_address():
 
 @pytest.mark.parametrize(
     ("verdicts", "joint"),
-    [([True, True], True), ([True, False], False), ([False, True], False),
-     ([None, None], None), ([True, None], False), ([], False)],
+    [
+        ([True, True], True),
+        ([True, False], False),
+        ([False, True], False),
+        ([None, None], None),
+        ([True, None], False),
+        ([], False),
+    ],
 )
 def test_a_scenario_passes_only_when_every_family_did(verdicts, joint):
     assert joint_pass(verdicts) is joint

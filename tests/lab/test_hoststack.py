@@ -24,7 +24,10 @@ PATHS = {
 
 def test_map_word_maps_paths_and_what_is_under_them_only():
     assert map_word("/run/anycast-announcer-bfdd", PATHS) == "/lab/sock/server3/bfdd"
-    assert map_word("/run/anycast-announcer-bfdd/bfdd.sock", PATHS) == "/lab/sock/server3/bfdd/bfdd.sock"
+    assert (
+        map_word("/run/anycast-announcer-bfdd/bfdd.sock", PATHS)
+        == "/lab/sock/server3/bfdd/bfdd.sock"
+    )
     assert map_word("/run/anycast-announcer-bfddx", PATHS) == "/run/anycast-announcer-bfddx"
     assert map_word("/usr/local/bin/announcer", PATHS) == "/venv/bin/announcer"
     assert map_word("frr:frr", PATHS) == "frr:frr"
@@ -36,8 +39,14 @@ def test_the_product_bfdd_unit_becomes_the_labs_commands():
     assert unit.runtime_mode == 0o750
     # ExecStartPre: the chown ("+" stripped), then the config generated from announcer.yaml
     assert unit.pre[0] == ("/bin/chown", "frr:frr", "/lab/sock/server3/bfdd")
-    assert unit.pre[1] == ("/venv/bin/announcer", "bfd-config", "-c",
-                           "/lab/run/server3/announcer.yaml", "-o", "/lab/sock/server3/bfdd/bfdd.conf")
+    assert unit.pre[1] == (
+        "/venv/bin/announcer",
+        "bfd-config",
+        "-c",
+        "/lab/run/server3/announcer.yaml",
+        "-o",
+        "/lab/sock/server3/bfdd/bfdd.conf",
+    )
     start = unit.start
     assert start[0] == "/usr/lib/frr/bfdd"
     assert option(start, "-f") == "/lab/sock/server3/bfdd/bfdd.conf"
@@ -76,8 +85,9 @@ neighbor 10.1.3.0 {
 
 
 def test_the_plain_exabgp_config_has_neither_graceful_restart_nor_manual_eor():
-    plain = without_graceful_restart(EXABGP, "/lab/run/s/announcer.yaml",
-                                     "/lab/run/s/announcer-plain.yaml")
+    plain = without_graceful_restart(
+        EXABGP, "/lab/run/s/announcer.yaml", "/lab/run/s/announcer-plain.yaml"
+    )
     assert "graceful-restart" not in plain
     assert "manual-eor" not in plain
     assert "capability" not in plain
@@ -115,11 +125,17 @@ def test_exabgp_accepts_the_lab_config_and_its_plain_variant(tmp_path):
     bindir = Path(sys.executable).parent
     lab = Path(__file__).resolve().parents[2] / "labs" / "server3" / "exabgp.conf"
     text = lab.read_text().replace("/usr/local/bin/", f"{bindir}/")
-    plain = without_graceful_restart(text, "/etc/anycast-announcer/announcer.yaml",
-                                     str(tmp_path / "announcer-plain.yaml"))
+    plain = without_graceful_restart(
+        text, "/etc/anycast-announcer/announcer.yaml", str(tmp_path / "announcer-plain.yaml")
+    )
     for name, conf in (("exabgp.conf", text), ("exabgp-plain.conf", plain)):
         path = tmp_path / name
         path.write_text(conf)
-        proc = subprocess.run([str(bindir / "exabgp"), "validate", str(path)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [str(bindir / "exabgp"), "validate", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 0, (name, proc.stdout + proc.stderr)

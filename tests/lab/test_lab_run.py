@@ -16,8 +16,13 @@ from announcer.lab.family import family_results
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.lab, pytest.mark.netns, pytest.mark.frr, pytest.mark.exabgp,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.netns,
+    pytest.mark.frr,
+    pytest.mark.exabgp,
+    pytest.mark.slow,
+]
 
 
 def test_spine_leaf_lab_all_scenarios(tmp_path):
@@ -25,7 +30,11 @@ def test_spine_leaf_lab_all_scenarios(tmp_path):
         pytest.skip("nftables `nft` is needed to cut links silently")
     proc = subprocess.run(
         [sys.executable, "-m", "announcer.lab", "all", "labs/spine-leaf.clab.yml"],
-        cwd=REPO, capture_output=True, text=True, timeout=720, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=720,
+        check=False,
         env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert "lab-report.json" in proc.stdout, proc.stdout + proc.stderr
@@ -41,8 +50,10 @@ def test_spine_leaf_lab_all_scenarios(tmp_path):
         by = {name: family_results(entry)[family] for name, entry in s.items()}
         assert by["hashing"]["flows"] >= 2000
         assert by["hashing"]["sticky_fraction"] == 1.0
-        assert by["server_failure"]["detection_ms"] < by["server_failure"]["hold_timer"][
-            "detection_ms"]
+        assert (
+            by["server_failure"]["detection_ms"]
+            < by["server_failure"]["hold_timer"]["detection_ms"]
+        )
         wbs = by["withdraw_before_stop"]
         assert wbs["lost_packets"] == 0
         assert wbs["graceful"]["lost_packets"] == 0
@@ -63,8 +74,12 @@ def test_spine_leaf_lab_all_scenarios(tmp_path):
         deprefer = by["deprefer"]
         assert deprefer["share_of_unhealthy_host"] == 0
         assert deprefer["answered_fraction_all_unhealthy"] >= 0.99
-        assert deprefer["leaf_keeps_path_as_path"].split().count(
-            deprefer["leaf_keeps_path_as_path"].split()[0]) == 4  # our AS, 3 more times
+        assert (
+            deprefer["leaf_keeps_path_as_path"]
+            .split()
+            .count(deprefer["leaf_keeps_path_as_path"].split()[0])
+            == 4
+        )  # our AS, 3 more times
         upgrade = by["rolling_upgrade"]["variants"]
         assert upgrade["drain"]["lost_packets"] == 0
         assert upgrade["drain"]["moved_unneeded_fraction"] == 0.0
@@ -78,10 +93,15 @@ def test_spine_leaf_lab_all_scenarios(tmp_path):
         assert all(ms > 0 for ms in upgrade["plain"]["leaf_fib_out_ms"].values())
     # every server's ExaBGP ran as the product starts it: the launcher said which mode
     assert {srv for run in doc["exabgp_launcher"] for srv in run["servers"]} == {
-        f"server{n}" for n in range(1, 7)}
+        f"server{n}" for n in range(1, 7)
+    }
     assert s["convergence"]["anycast"] == "10.200.0.1"
     assert s["convergence"]["ipv6"]["anycast"] == "fd00:200::1"
     assert proc.returncode == 0
-    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                          text=True, check=False).stdout.split()
-                if n.startswith("aalab")]
+    assert not [
+        n
+        for n in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if n.startswith("aalab")
+    ]

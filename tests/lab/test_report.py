@@ -48,12 +48,23 @@ def weighted(shift: int) -> dict:
     """One family's weighted figures: 7 instances on 4 hosts, shares with weights on/off."""
     names = ["inst1", "inst2", "inst2b", "inst3", "inst3b", "inst3c", "inst4"]
     off = dict(zip(names, [0.25, 0.125, 0.125, 0.083, 0.083, 0.084, 0.25], strict=True))
-    return {"pass": True, "flows": 3000, "instances_per_host": WEIGHTED_HOSTS,
-            "shares": dict.fromkeys(names, 1 / 7), "max_deviation": 0.01, "chi_square_p": 0.7,
-            "unweighted_shares": off, "unweighted_max_deviation": 0.107,
-            "failover": {"convergence_ms": 270 + shift, "lost_packets": 70,
-                         "moved_surviving_fraction": 0.1, "max_deviation_after": 0.02,
-                         "shares_after": {**dict.fromkeys(names, 1 / 6), "inst3b": 0.0}}}
+    return {
+        "pass": True,
+        "flows": 3000,
+        "instances_per_host": WEIGHTED_HOSTS,
+        "shares": dict.fromkeys(names, 1 / 7),
+        "max_deviation": 0.01,
+        "chi_square_p": 0.7,
+        "unweighted_shares": off,
+        "unweighted_max_deviation": 0.107,
+        "failover": {
+            "convergence_ms": 270 + shift,
+            "lost_packets": 70,
+            "moved_surviving_fraction": 0.1,
+            "max_deviation_after": 0.02,
+            "shares_after": {**dict.fromkeys(names, 1 / 6), "inst3b": 0.0},
+        },
+    }
 
 
 def variant(lost, unneeded, out_ms, total_s, timeline=None) -> dict:
@@ -71,16 +82,29 @@ def results(tmp_path):
         tl.write_text(json.dumps({"event": "graceful_removal", "family": family, "packets": [
             [-1.0, 0, "inst1"], [0.1, 0, None], [1.0, 0, "inst2"]]}))  # fmt: skip
         up = tmp_path / f"timeline-rolling_upgrade_drain-{family}.json"
-        up.write_text(json.dumps({"event": "rolling_upgrade_drain", "family": family,
-                                  "packets": [[-1.0, 0, "inst1"], [5.0, 0, "inst2"]]}))
+        up.write_text(
+            json.dumps(
+                {
+                    "event": "rolling_upgrade_drain",
+                    "family": family,
+                    "packets": [[-1.0, 0, "inst1"], [5.0, 0, "inst2"]],
+                }
+            )
+        )
         per[family] = figures(tl, shift, up)
     return {
         "scenarios": {name: combine({f: per[f][name] for f in per}) for name in per["ipv4"]},
         "versions": {"frr": "8.4.4", "exabgp": "5.0.15", "kernel": "6.1"},
-        "exabgp_launcher": [{"mode": "accelerated", "version": "5.0.15", "starts": 30,
-                             "fixes": "poll_while_queued,resolve_self_shared",
-                             "reason": "verified release, sources match",
-                             "servers": [f"server{n}" for n in range(1, 7)]}],
+        "exabgp_launcher": [
+            {
+                "mode": "accelerated",
+                "version": "5.0.15",
+                "starts": 30,
+                "fixes": "poll_while_queued,resolve_self_shared",
+                "reason": "verified release, sources match",
+                "servers": [f"server{n}" for n in range(1, 7)],
+            }
+        ],
     }
 
 
@@ -109,10 +133,14 @@ def test_report_shape_and_figures(tmp_path):
 
 def test_timelines_are_found_per_family(tmp_path):
     columns = report.timelines(results(tmp_path)["scenarios"])
-    assert [p.name for p in columns["ipv4"]] == ["timeline-graceful_removal-ipv4.json",
-                                                 "timeline-rolling_upgrade_drain-ipv4.json"]
-    assert [p.name for p in columns["ipv6"]] == ["timeline-graceful_removal-ipv6.json",
-                                                 "timeline-rolling_upgrade_drain-ipv6.json"]
+    assert [p.name for p in columns["ipv4"]] == [
+        "timeline-graceful_removal-ipv4.json",
+        "timeline-rolling_upgrade_drain-ipv4.json",
+    ]
+    assert [p.name for p in columns["ipv6"]] == [
+        "timeline-graceful_removal-ipv6.json",
+        "timeline-rolling_upgrade_drain-ipv6.json",
+    ]
 
 
 def test_rolling_upgrade_has_every_variant_per_family(tmp_path):
@@ -123,37 +151,56 @@ def test_rolling_upgrade_has_every_variant_per_family(tmp_path):
     assert up["ipv6"]["variants"]["drain"]["out_of_rotation_ms"]["server3"] == 6007
     assert up["ipv6"]["variants"]["plain"]["lost_packets"] == 3
     table = report.render_table(s)
-    assert ("rolling_upgrade       ipv4  PASS  variants.drain.lost_packets=0 "
-            "variants.drain.moved_unneeded_fraction=0.0 variants.drain.moved_fraction=1.0 "
-            "variants.drain.total_s=38.0 variants.graceful_restart.lost_packets=0") in table
+    assert (
+        "rolling_upgrade       ipv4  PASS  variants.drain.lost_packets=0 "
+        "variants.drain.moved_unneeded_fraction=0.0 variants.drain.moved_fraction=1.0 "
+        "variants.drain.total_s=38.0 variants.graceful_restart.lost_packets=0"
+    ) in table
 
 
 @pytest.mark.parametrize(
     ("damage", "error"),
     [
         (lambda s: s["hashing"].pop("ipv6"), "scenarios.hashing: no ipv6 result"),
-        (lambda s: s["hashing"]["ipv6"].pop("flows"),
-         "scenarios.hashing: ipv6 figures differ from ipv4: missing ['flows'], extra []"),
+        (
+            lambda s: s["hashing"]["ipv6"].pop("flows"),
+            "scenarios.hashing: ipv6 figures differ from ipv4: missing ['flows'], extra []",
+        ),
         (lambda s: s.pop("recovery"), "scenarios.recovery: missing"),
         (lambda s: s["convergence"].pop("pass"), "scenarios.convergence: no 'pass'"),
-        (lambda s: s["weighted"]["ipv6"].pop("unweighted_max_deviation"),
-         "scenarios.weighted (ipv6): no unweighted_max_deviation"),
-        (lambda s: s["weighted"]["failover"].pop("moved_surviving_fraction"),
-         "scenarios.weighted (ipv4): failover: no moved_surviving_fraction"),
-        (lambda s: s["weighted"].update(instances_per_host={"server3": 1, "server4": 1}),
-         "scenarios.weighted (ipv4): shares has 7 instances, instances_per_host "
-         "{'server3': 1, 'server4': 1}"),
-        (lambda s: s["deprefer"]["ipv6"].pop("all_unhealthy"),
-         "scenarios.deprefer (ipv6): no all_unhealthy"),
-        (lambda s: s["rolling_upgrade"]["ipv6"]["variants"].pop("plain"),
-         "scenarios.rolling_upgrade (ipv6): variants.plain: missing"),
-        (lambda s: s["rolling_upgrade"]["variants"]["drain"].pop("total_s"),
-         "scenarios.rolling_upgrade (ipv4): variants.drain: no total_s"),
-        (lambda s: s["rolling_upgrade"]["ipv6"]["variants"]["graceful_restart"][
-            "out_of_rotation_ms"].pop("server5"),
-         "scenarios.rolling_upgrade (ipv6): variants.graceful_restart.out_of_rotation_ms: "
-         "hosts ['server3', 'server4', 'server6'], expected ['server3', 'server4', 'server5', "
-         "'server6']"),
+        (
+            lambda s: s["weighted"]["ipv6"].pop("unweighted_max_deviation"),
+            "scenarios.weighted (ipv6): no unweighted_max_deviation",
+        ),
+        (
+            lambda s: s["weighted"]["failover"].pop("moved_surviving_fraction"),
+            "scenarios.weighted (ipv4): failover: no moved_surviving_fraction",
+        ),
+        (
+            lambda s: s["weighted"].update(instances_per_host={"server3": 1, "server4": 1}),
+            "scenarios.weighted (ipv4): shares has 7 instances, instances_per_host "
+            "{'server3': 1, 'server4': 1}",
+        ),
+        (
+            lambda s: s["deprefer"]["ipv6"].pop("all_unhealthy"),
+            "scenarios.deprefer (ipv6): no all_unhealthy",
+        ),
+        (
+            lambda s: s["rolling_upgrade"]["ipv6"]["variants"].pop("plain"),
+            "scenarios.rolling_upgrade (ipv6): variants.plain: missing",
+        ),
+        (
+            lambda s: s["rolling_upgrade"]["variants"]["drain"].pop("total_s"),
+            "scenarios.rolling_upgrade (ipv4): variants.drain: no total_s",
+        ),
+        (
+            lambda s: s["rolling_upgrade"]["ipv6"]["variants"]["graceful_restart"][
+                "out_of_rotation_ms"
+            ].pop("server5"),
+            "scenarios.rolling_upgrade (ipv6): variants.graceful_restart.out_of_rotation_ms: "
+            "hosts ['server3', 'server4', 'server6'], expected ['server3', 'server4', 'server5', "
+            "'server6']",
+        ),
     ],
 )
 def test_the_schema_check_names_what_is_missing(tmp_path, damage, error):
@@ -167,16 +214,23 @@ def test_the_report_says_which_mode_exabgp_ran_in(tmp_path):
     assert report.report_errors(doc) == []
     doc["exabgp_launcher"] = []
     assert report.report_errors(doc) == [
-        "exabgp_launcher: no launcher line from the servers' ExaBGP ([])"]
+        "exabgp_launcher: no launcher line from the servers' ExaBGP ([])"
+    ]
 
 
 def test_launcher_runs_count_each_start_per_mode():
-    line = ("2026-12-04T20:55:31 info exabgp_launcher mode={} version=5.0.15 fixes={} "
-            "reason='verified release, sources match'")
+    line = (
+        "2026-12-04T20:55:31 info exabgp_launcher mode={} version=5.0.15 fixes={} "
+        "reason='verified release, sources match'"
+    )
     outputs = {
-        "server3": "\n".join([line.format("accelerated", "poll_while_queued"),
-                              "2026-12-04T20:55:31.838 info neighbor_state peer=10.1.3.0",
-                              line.format("accelerated", "poll_while_queued")]),
+        "server3": "\n".join(
+            [
+                line.format("accelerated", "poll_while_queued"),
+                "2026-12-04T20:55:31.838 info neighbor_state peer=10.1.3.0",
+                line.format("accelerated", "poll_while_queued"),
+            ]
+        ),
         "server4": line.format("stock", "none"),
         "server5": "no launcher here",
     }
@@ -190,12 +244,16 @@ def test_launcher_runs_count_each_start_per_mode():
 
 def test_the_weighted_and_deprefer_rows(tmp_path):
     table = report.render_table(results(tmp_path)["scenarios"])
-    assert ("weighted              ipv4  PASS  flows=3000 max_deviation=0.01 "
-            "unweighted_max_deviation=0.107 chi_square_p=0.7 failover.convergence_ms=270 "
-            "failover.lost_packets=70 failover.moved_surviving_fraction=0.1 "
-            "failover.max_deviation_after=0.02") in table
-    assert ("deprefer              ipv4  PASS  share_of_unhealthy_host=0.0 "
-            "answered_fraction_all_unhealthy=1.0 deprefer_ms=600") in table
+    assert (
+        "weighted              ipv4  PASS  flows=3000 max_deviation=0.01 "
+        "unweighted_max_deviation=0.107 chi_square_p=0.7 failover.convergence_ms=270 "
+        "failover.lost_packets=70 failover.moved_surviving_fraction=0.1 "
+        "failover.max_deviation_after=0.02"
+    ) in table
+    assert (
+        "deprefer              ipv4  PASS  share_of_unhealthy_host=0.0 "
+        "answered_fraction_all_unhealthy=1.0 deprefer_ms=600"
+    ) in table
 
 
 def test_a_family_that_fails_fails_the_scenario_and_the_run(tmp_path):
@@ -213,19 +271,27 @@ def test_a_family_that_fails_fails_the_scenario_and_the_run(tmp_path):
 
 def test_the_table_has_a_row_per_family_with_nested_figures(tmp_path):
     table = report.render_table(results(tmp_path)["scenarios"])
-    assert ("withdraw_before_stop  ipv4  PASS  lost_packets=0 drain_to_fabric_stopped_ms=120 "
-            "graceful.community_ms=90 graceful.lost_packets=0") in table
-    assert ("                      ipv6  PASS  lost_packets=0 drain_to_fabric_stopped_ms=127 "
-            "graceful.community_ms=97 graceful.lost_packets=0") in table
-    assert "server_failure        ipv4  PASS  detection_ms=300 lost_packets=200 " \
-           "hold_timer.detection_ms=8000" in table
+    assert (
+        "withdraw_before_stop  ipv4  PASS  lost_packets=0 drain_to_fabric_stopped_ms=120 "
+        "graceful.community_ms=90 graceful.lost_packets=0"
+    ) in table
+    assert (
+        "                      ipv6  PASS  lost_packets=0 drain_to_fabric_stopped_ms=127 "
+        "graceful.community_ms=97 graceful.lost_packets=0"
+    ) in table
+    assert (
+        "server_failure        ipv4  PASS  detection_ms=300 lost_packets=200 "
+        "hold_timer.detection_ms=8000" in table
+    )
     assert "health_failover       ipv4  PASS  detection_ms=480" in table
 
 
 def test_a_skipped_scenario_does_not_fail_the_run(tmp_path):
     res = results(tmp_path)
     res["scenarios"]["withdraw_before_stop"] = combine(
-        {f: {"pass": None, "skipped": "no control socket"} for f in ("ipv4", "ipv6")})
+        {f: {"pass": None, "skipped": "no control socket"} for f in ("ipv4", "ipv6")}
+    )
     assert report.verdict(res["scenarios"]) is True
     assert "withdraw_before_stop  ipv4  SKIP  skipped=no control socket" in report.render_table(
-        res["scenarios"])
+        res["scenarios"]
+    )

@@ -91,4 +91,3 @@ def test_absent_ms_sums_the_looks_that_found_it_missing():
     assert absent_ms([(0.0, True), (0.1, False), (0.25, False), (0.3, True), (0.4, True)]) == 200
     assert absent_ms([(0.0, True)]) == 0
     assert absent_ms([]) == 0
-

@@ -60,7 +60,10 @@ def test_lab_file_is_valid_containerlab(schema):
 @pytest.mark.parametrize(
     ("patch", "error"),
     [
-        (lambda d: d["topology"]["nodes"]["leaf1"].update(mgmt_ipv4="1.2.3.4"), "unknown key 'mgmt_ipv4'"),
+        (
+            lambda d: d["topology"]["nodes"]["leaf1"].update(mgmt_ipv4="1.2.3.4"),
+            "unknown key 'mgmt_ipv4'",
+        ),
         (lambda d: d["topology"]["links"][0].update(endpoints=["leaf1:eth1"]), "1 items"),
         (lambda d: d["topology"]["nodes"]["leaf1"].update(kind="frr"), "not one of"),
         (lambda d: d["topology"]["nodes"]["leaf1"].update(binds=["just-a-file"]), "does not match"),

@@ -44,18 +44,22 @@ def test_window_mapping_and_outage():
     assert stats.window_mapping(packets, 0, 0.8) == {1: "a"}
     assert stats.window_mapping(packets, 1.1, 2) == {1: "b"}
     assert stats.outage(packets, trigger=0.8) == {
-        "sent_packets": 5, "lost_packets": 2, "lost_before_trigger": 0, "last_loss_ms": 200,
+        "sent_packets": 5,
+        "lost_packets": 2,
+        "lost_before_trigger": 0,
+        "last_loss_ms": 200,
     }
 
 
 def test_ecmp_shares_split_per_hop_not_per_instance():
     # four instances, two per leaf: even; one gone: its neighbour takes its leaf's half
     assert stats.ecmp_shares({"a": "l2", "b": "l2", "c": "l3", "d": "l3"}) == dict.fromkeys(
-        "abcd", 0.25)
-    assert stats.ecmp_shares({"a": "l2", "c": "l3", "d": "l3"}) == {"a": 0.5, "c": 0.25,
-                                                                    "d": 0.25}
-    assert stats.max_deviation_from({"a": 0.52, "b": 0.0, "c": 0.24, "d": 0.24},
-                                    {"a": 0.5, "c": 0.25, "d": 0.25}) == pytest.approx(0.02)
+        "abcd", 0.25
+    )
+    assert stats.ecmp_shares({"a": "l2", "c": "l3", "d": "l3"}) == {"a": 0.5, "c": 0.25, "d": 0.25}
+    assert stats.max_deviation_from(
+        {"a": 0.52, "b": 0.0, "c": 0.24, "d": 0.24}, {"a": 0.5, "c": 0.25, "d": 0.25}
+    ) == pytest.approx(0.02)
 
 
 def test_stream_figures_from_a_packet_log():
@@ -66,8 +70,11 @@ def test_stream_figures_from_a_packet_log():
     # to b; flow 2 stays; the stream runs until t=6
     packets = [(t / 2, 1, "a") for t in range(6)] + [(t / 2, 2, "b") for t in range(13)]
     packets += [(3.0, 1, None), (3.5, 1, None)] + [(t / 2, 1, "b") for t in range(8, 13)]
-    assert loss_figures(packets, trigger=3.0) == {"lost_packets": 2, "sent_packets": 26,
-                                                  "last_loss_ms": 500}
+    assert loss_figures(packets, trigger=3.0) == {
+        "lost_packets": 2,
+        "sent_packets": 26,
+        "last_loss_ms": 500,
+    }
     assert first_loss(packets, 2.9) == 3.0
     assert first_loss(packets, 3.6) is None
     assert tail_lost(packets) == 0

@@ -19,7 +19,9 @@ LAB = Path(__file__).resolve().parents[2] / "labs" / "spine-leaf.clab.yml"
 
 def test_the_lab_file_has_the_issue_topology():
     topo = load_topology(LAB)
-    roles = {r: sorted(n.name for n in topo.by_role(r)) for r in ("spine", "leaf", "server", "client")}
+    roles = {
+        r: sorted(n.name for n in topo.by_role(r)) for r in ("spine", "leaf", "server", "client")
+    }
     assert roles == {
         "spine": ["spine1", "spine2"],
         "leaf": ["leaf1", "leaf2", "leaf3"],
@@ -39,8 +41,9 @@ def test_the_lab_file_has_the_issue_topology():
             assert f"sysctl -w net.{family}.fib_multipath_hash_policy=3" in router.exec
             assert f"sysctl -w net.{family}.fib_multipath_hash_fields=0x0037" in router.exec
         # one seed sysctl, for both families (there is no net.ipv6 one)
-        assert any(e.startswith("sysctl -w -e net.ipv4.fib_multipath_hash_seed=")
-                   for e in router.exec)
+        assert any(
+            e.startswith("sysctl -w -e net.ipv4.fib_multipath_hash_seed=") for e in router.exec
+        )
         assert "sysctl -w net.ipv6.conf.all.forwarding=1" in router.exec
         assert router.bind_source(FRR_CONF).is_file()
 
@@ -53,7 +56,11 @@ def test_anycast_is_served_by_four_servers_behind_two_leaves():
     assert len(set(svc.where.values())) == 4
     assert len({svc.leaf_of[s] for s in svc.where.values()}) >= 2
     assert expected_paths(svc, topo) == {
-        "leaf1": 2, "leaf2": 2, "leaf3": 2, "spine1": 2, "spine2": 2,
+        "leaf1": 2,
+        "leaf2": 2,
+        "leaf3": 2,
+        "spine1": 2,
+        "spine2": 2,
     }
 
 
@@ -124,8 +131,8 @@ def test_servers_have_a_session_per_family(number):
     exabgp = server.bind_source(EXABGP_CONF).read_text()
     leaf_v4, leaf_v6 = f"10.1.{number}.0", f"fd00:1:{number}::1"
     for neighbor, family in ((leaf_v4, "ipv4"), (leaf_v6, "ipv6")):
-        block = exabgp[exabgp.index(f"neighbor {neighbor} {{"):]
-        block = block[:block.index("\n}")]
+        block = exabgp[exabgp.index(f"neighbor {neighbor} {{") :]
+        block = block[: block.index("\n}")]
         assert f"{family} unicast;" in block
         assert "processes [ announcer ];" in block
         # graceful restart with manual End-of-RIB, as exabgp/exabgp5.conf ships them
@@ -207,8 +214,14 @@ topology:
     [
         ("name: t\ntopology: {nodes: {a: {}}}", "no kind"),
         ("name: t\ntopology: {nodes: {a: {kind: linux, group: nope}}}", "no such group"),
-        ("name: t\ntopology: {nodes: {a: {kind: linux}}, links: [{endpoints: ['a:eth1', 'z:eth1']}]}", "no node 'z'"),
-        ("name: t\ntopology: {nodes: {a: {kind: linux}, b: {kind: linux}}, links: [{endpoints: ['a:eth1', 'b:eth1']}, {endpoints: ['a:eth1', 'b:eth2']}]}", "used by two links"),
+        (
+            "name: t\ntopology: {nodes: {a: {kind: linux}}, links: [{endpoints: ['a:eth1', 'z:eth1']}]}",
+            "no node 'z'",
+        ),
+        (
+            "name: t\ntopology: {nodes: {a: {kind: linux}, b: {kind: linux}}, links: [{endpoints: ['a:eth1', 'b:eth1']}, {endpoints: ['a:eth1', 'b:eth2']}]}",
+            "used by two links",
+        ),
         ("name: t\ntopology: {nodes: {a: {kind: linux, binds: [nocolon]}}}", "source:target"),
         ("topology: {nodes: {}}", "name"),
     ],

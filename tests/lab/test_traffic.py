@@ -21,8 +21,9 @@ async def stream(slots, duration, stop_file=None, stop_after=None):
     if stop_after is not None:
         loop.call_later(stop_after, stop_file.touch)
     try:
-        return await run_stream("127.0.0.1", port, 8, 10.0, duration, slots,
-                                str(stop_file) if stop_file else None)
+        return await run_stream(
+            "127.0.0.1", port, 8, 10.0, duration, slots, str(stop_file) if stop_file else None
+        )
     finally:
         transport.close()
 

@@ -31,13 +31,19 @@ def test_the_variants_run_plain_first_and_only_graceful_restart_excuses_nothing(
 
 
 def test_pass_gates_drain_and_graceful_restart_on_lost_packets_only():
-    ok = entry({"drain": variant(), "graceful_restart": variant(), "plain": variant(lost=900)}, HOSTS)
+    ok = entry(
+        {"drain": variant(), "graceful_restart": variant(), "plain": variant(lost=900)}, HOSTS
+    )
     assert ok["pass"] is True  # plain is the contrast
     assert ok["targets_met"] == {"drain": True, "graceful_restart": True}
     assert ok["findings"] == []
-    lost = entry({"drain": variant(), "graceful_restart": variant(lost=1), "plain": variant()}, HOSTS)
+    lost = entry(
+        {"drain": variant(), "graceful_restart": variant(lost=1), "plain": variant()}, HOSTS
+    )
     assert lost["pass"] is False
-    assert lost["findings"] == ["graceful_restart: 1 packets lost (per host: {'server3': 1, 'server4': 0})"]
+    assert lost["findings"] == [
+        "graceful_restart: 1 packets lost (per host: {'server3': 1, 'server4': 0})"
+    ]
     failed = entry({"drain": {"error": "restart-stack failed"}, "graceful_restart": variant(),
                     "plain": variant()}, HOSTS)  # fmt: skip
     assert failed["pass"] is False
@@ -55,8 +61,10 @@ def test_unneeded_moves_miss_the_target_but_not_the_gate():
 
 
 def test_an_end_of_rib_before_anything_is_announced_is_named_with_its_evidence():
-    steps = {"server3": {"end_of_rib_after_start_ms": 13, "announced_after_start_ms": 180},
-             "server4": {"end_of_rib_after_start_ms": 200, "announced_after_start_ms": 180}}
+    steps = {
+        "server3": {"end_of_rib_after_start_ms": 13, "announced_after_start_ms": 180},
+        "server4": {"end_of_rib_after_start_ms": 200, "announced_after_start_ms": 180},
+    }
     graceful = variant(steps=steps, leaf_fib_out_ms={"server3": 170, "server4": 0},
                        own_route_out_ms={"server3": 160, "server4": 0})  # fmt: skip
     found = findings({"drain": variant(), "graceful_restart": graceful, "plain": variant()})
@@ -64,15 +72,18 @@ def test_an_end_of_rib_before_anything_is_announced_is_named_with_its_evidence()
         "graceful_restart server3: the new announcer sent End-of-RIB 13 ms after it started, "
         "before it announced anything again (180 ms), so the leaf dropped the routes it kept "
         "as stale: no path via server3 for 170 ms, no route at all to the instance's own "
-        "address for 160 ms"]
+        "address for 160 ms"
+    ]
 
 
 def test_a_drain_that_withdraws_single_homed_addresses_is_named():
     drain = variant(own_route_out_ms={"server3": 3800, "server4": 0})
     found = findings({"drain": drain, "graceful_restart": variant(), "plain": variant()})
-    assert found == ["drain: the instances' own (single-homed) addresses had no route at their "
-                     "leaf for {'server3': 3800, 'server4': 0} ms: a drain keeps traffic whole "
-                     "only where another path exists"]
+    assert found == [
+        "drain: the instances' own (single-homed) addresses had no route at their "
+        "leaf for {'server3': 3800, 'server4': 0} ms: a drain keeps traffic whole "
+        "only where another path exists"
+    ]
 
 
 def status(pid=2, neighbors=None, rows=None, in_flight=0):
@@ -108,13 +119,18 @@ def test_restart_stack_timeline_is_its_last_line():
 
 
 def test_schema_errors_of_a_family_result():
-    good = {"hosts": HOSTS, "variants": {v: variant() for v in ("drain", "graceful_restart", "plain")}}
+    good = {
+        "hosts": HOSTS,
+        "variants": {v: variant() for v in ("drain", "graceful_restart", "plain")},
+    }
     assert schema_errors(good) == []
     assert schema_errors({"error": "boom"}) == []
     assert schema_errors({"hosts": HOSTS}) == ["no variants"]
     bad = {"hosts": HOSTS, "variants": {"drain": {"error": "x"}, "plain": {"lost_packets": 0}}}
     assert schema_errors(bad) == [
         "variants.graceful_restart: missing",
-        "variants.plain: no moved_unneeded_fraction", "variants.plain: no out_of_rotation_ms",
+        "variants.plain: no moved_unneeded_fraction",
+        "variants.plain: no out_of_rotation_ms",
         "variants.plain: no total_s",
-        "variants.plain.out_of_rotation_ms: hosts [], expected ['server3', 'server4']"]
+        "variants.plain.out_of_rotation_ms: hosts [], expected ['server3', 'server4']",
+    ]
