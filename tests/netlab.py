@@ -256,14 +256,16 @@ class RouteMonitor:
         try:
 
             def probed() -> bool:
-                # re-probe until seen: a probe added before `ip monitor` subscribed is lost
+                # Re-probe until seen: a probe sent before `ip monitor` subscribed is lost.
+                # Add *and* delete each time: the kernel does not notify an `ip route
+                # replace` that changes nothing, so a re-sent identical route is silent.
                 if cls.PROBE.removesuffix("/32") in monitor.text():
                     return True
-                sh(ns, "ip", "route", "replace", "blackhole", cls.PROBE)
+                sh(ns, "ip", "route", "add", "blackhole", cls.PROBE, check=False)
+                sh(ns, "ip", "route", "del", "blackhole", cls.PROBE, check=False)
                 return False
 
             poll(probed, 20, "route monitor ready", interval=0.2)
-            sh(ns, "ip", "route", "del", "blackhole", cls.PROBE)
             yield monitor
         finally:
             monitor._proc.terminate()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.netlab import REPO, RouteMonitor, netns, poll, sh
+from tests.netlab import REPO, RouteMonitor, netns, sh
 
 CNI_DIR = Path("/usr/lib/cni")
 PLUGIN = REPO / ".venv" / "bin" / "announcer-routed"
@@ -183,26 +183,6 @@ def nexthops(ns: str) -> list[dict[str, Any]]:
     return found
 
 
-@contextlib.contextmanager
-def route_monitor(ns: str, path: Path) -> Iterator[RouteMonitor]:
-    """netlab's RouteMonitor, proved listening by a probe route added *and deleted* until
-    seen: RouteMonitor.running re-probes with `ip route replace`, which this kernel (6.18)
-    does not notify when the route is unchanged, so a first probe sent before `ip monitor`
-    subscribed is never seen again."""
-    monitor = RouteMonitor(ns, path)
-    probe = RouteMonitor.PROBE
-
-    def probed() -> bool:
-        if probe.removesuffix("/32") in monitor.text():
-            return True
-        sh(ns, "ip", "route", "add", "blackhole", probe, check=False)
-        sh(ns, "ip", "route", "del", "blackhole", probe, check=False)
-        return False
-
-    try:
-        poll(probed, 20, "route monitor ready", interval=0.2)
-        yield monitor
-    finally:
-        monitor._proc.terminate()
-        monitor._proc.wait(5)
-        monitor._out.close()
+def route_monitor(ns: str, path: Path) -> contextlib.AbstractContextManager[RouteMonitor]:
+    """netlab's RouteMonitor, started and proved listening (see RouteMonitor.running)."""
+    return RouteMonitor.running(ns, path)
