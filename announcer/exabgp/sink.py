@@ -133,6 +133,10 @@ class ExaBGPSink:
         """One ExaBGP line per command, or per group of them (render_batches)."""
         quiet = len(commands) > LOG_EACH_COMMAND_UP_TO
         for line, batch in render_batches(commands):
+            # Written first (its reply comes through the loop, after all of this): the
+            # table, the echo times and the log lines say the same a moment later.
+            future = self.channel.send(line)
+            future.add_done_callback(functools.partial(self._on_reply, batch, line))
             now = self.clock()
             for command in batch:
                 self.table.record(command)
@@ -142,8 +146,6 @@ class ExaBGPSink:
                     verb = "route_announced" if isinstance(command, Announce) else "route_withdrawn"
                     log.info("%s prefix=%s reason=%s", verb, command.prefix, reason)
             self.upkeep.sent(batch, now)
-            future = self.channel.send(line)
-            future.add_done_callback(functools.partial(self._on_reply, batch, line))
         self.stats.commands += len(commands)
         if quiet:
             announces = sum(isinstance(c, Announce) for c in commands)

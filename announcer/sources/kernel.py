@@ -210,7 +210,25 @@ def dump_request(kind: int, seq: int, family: int = socket.AF_UNSPEC) -> bytes:
 
 # --- I/O -----------------------------------------------------------------------------
 
-RECV_SIZE = 1 << 20
+RECV_SIZE = 1 << 16  # a datagram is one notification, or up to 32 KiB of a dump
+
+
+class _Receiver:
+    """Datagrams of one socket through one reused buffer. ``sock.recv(1 MiB)`` made a 1 MiB
+    object per datagram and shrank it to the datagram's size: after a burst the heap was
+    full of holes (part of the announcer's RSS that outlived the burst)."""
+
+    def __init__(self, sock: socket.socket, lost: type[Exception]) -> None:
+        self.sock = sock
+        self._lost = lost  # raised for a datagram too big for the buffer (never seen)
+        self._buffer = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buffer)
+
+    def recv(self) -> bytes:
+        size = self.sock.recv_into(self._buffer, 0, socket.MSG_TRUNC)
+        if size > RECV_SIZE:
+            raise self._lost(f"a netlink datagram of {size} bytes exceeds {RECV_SIZE}")
+        return self._view[:size].tobytes()
 
 
 def _open(groups: int = 0, rcvbuf: int = 0) -> socket.socket:
@@ -259,8 +277,9 @@ def _dump_once() -> KernelSnapshot:
 
 
 def _read_dump(sock: socket.socket) -> Iterator[KernelEvent]:
+    receiver = _Receiver(sock, DumpInterrupted)  # dump again
     while True:
-        data = sock.recv(RECV_SIZE)
+        data = receiver.recv()
         for event in parse_messages(data):
             if isinstance(event, Done):
                 return
@@ -277,6 +296,7 @@ class NetlinkSubscription:
     def __init__(self, rcvbuf: int) -> None:
         self.sock = _open(GROUPS, rcvbuf)
         self.sock.setblocking(False)
+        self._receiver = _Receiver(self.sock, Overrun)  # resync
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -286,7 +306,7 @@ class NetlinkSubscription:
         events: list[KernelEvent] = []
         for _ in range(max_datagrams):
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self._receiver.recv()
             except BlockingIOError:
                 break
             except OSError as exc:
