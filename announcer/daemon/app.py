@@ -278,10 +278,8 @@ class Announcer:
             self._reconcile_handle = loop.call_soon(self.reconcile)
 
     def _kernel_changed(self) -> None:
-        """A netlink read (or a resync) changed the world. The read already took everything
-        queued, so there is nothing to coalesce with: reconcile in the same loop turn rather
-        than the next (a turn is ~0.05 ms of a one-route change) - unless a reconcile is
-        already due or the last one was slow (then schedule_reconcile's coalescing)."""
+        """A netlink read took everything queued: reconcile in this loop turn (the next costs
+        ~0.05 ms), unless one is due or the last was slow (schedule_reconcile coalesces)."""
         if self._reconcile_handle is None and self._last_reconcile_seconds <= COALESCE_FROM_SECONDS:
             self.reconcile()
         else:
@@ -303,10 +301,8 @@ class Announcer:
             parked = self.verdicts.parked  # out of their groups, so not in the routes: ours
             self.verdicts.update(unhealthy_members(self.world, self.policy, now, pending, parked))
         if self.sink.behind:
-            # ExaBGP is behind: changes that arrive meanwhile pile up (the world only marks
-            # them dirty) and go out together once it has answered everything, grouped
-            # (render_batches). Below the window a change goes at once, so a steady trickle
-            # is not delayed. Without this a burst left one short line per netlink read.
+            # ExaBGP is behind: changes pile up (marked dirty) and go out grouped once it has
+            # answered (render_batches); below the window a change goes at once.
             self._awaiting_acks = True
             return
         self._awaiting_acks = False
@@ -320,28 +316,23 @@ class Announcer:
                 len(step.hold.withdraws), len(self.table.entries),
                 ",".join(step.hold.sources_lost),
             )  # fmt: skip
-        # The lines first: the bookkeeping below changes nothing they say, and a change's
-        # latency ends when its line is written (docs/performance.md).
+        # The lines first: a change's latency ends when its line is written.
         self.sink.send(step.commands, self.decisions)
         self.metrics.commands_sent(len(step.commands))
         if step.lifecycle:  # instances, drains, sources: health targets and deadlines
             self.health.set_targets(health_targets(self.world, self.policy, now))
             self._lifecycle_deadline = next_change(self.world, self.policy, now)
-        deadlines = (
-            self._lifecycle_deadline,
-            self.damper.next_reuse(now),
-            self.reconciler.weights.due(),
-            self.verdicts.grace_ends(now) if self.world.shared_devices() else None,
-        )
+        grace = self.verdicts.grace_ends(now) if self.world.shared_devices() else None
+        deadlines = (self._lifecycle_deadline, self.damper.next_reuse(now),
+                     self.reconciler.weights.due(), grace)  # fmt: skip
         self._schedule_deadline(min((t for t in deadlines if t is not None), default=None), now)
         if step.more:
             self.schedule_reconcile()
         self._synced = True
         self._maybe_eor()
         if not self._reconciles:
-            # The initial sync's objects live as long as the process: keep the cyclic
-            # collector from walking them again in every full collection (its pauses were
-            # the churn tail, 52-94 ms at 100k routes).
+            # The initial sync's objects live as long as the process: keep the collector from
+            # walking them in every full collection (the churn tail, 52-94 ms at 100k routes).
             gc.freeze()
         self._reconciles += 1
         self._last_reconcile_seconds = time.perf_counter() - started
