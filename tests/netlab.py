@@ -616,7 +616,11 @@ class ExaBGPProcess:
 def exabgp_neighbor(
     peer: str, local: str, family: str, processes: list[str], extra: str = ""
 ) -> str:
-    """One `neighbor` block for the standard link (AS 65001 -> 65000, hold-time 9)."""
+    """One `neighbor` block for the standard link (AS 65001 -> 65000, hold-time 9).
+
+    ``adj-rib-in false`` as exabgp/exabgp5.conf ships it: FRR sends the host's routes back,
+    and ExaBGP would keep (and decode) them all (docs/performance.md, "ExaBGP's memory").
+    """
     return (
         f"neighbor {peer} {{\n"
         f"    router-id {HOST_V4};\n"
@@ -624,6 +628,7 @@ def exabgp_neighbor(
         f"    local-as {HOST_ASN};\n"
         f"    peer-as {PEER_ASN};\n"
         f"    hold-time 9;\n"
+        f"    adj-rib-in false;\n"
         f"    family {{ {family} unicast; }}\n"
         f"    api {{ processes [ {' '.join(processes)} ]; neighbor-changes; }}\n"
         f"{extra}"

@@ -496,3 +496,33 @@ def test_state_messages_match_the_recorded_sample(exa: ExaBGPUnderTest) -> None:
             if m.get("neighbor", {}).get("address", {}).get("peer") == peer
         ]
         assert counters == list(range(1, len(counters) + 1)), (peer, counters)
+
+
+# --------------------------------------------------------------------------- adj-rib-in false
+
+
+def _host_bgp_recv_queues(exa: ExaBGPUnderTest) -> list[int]:
+    """Recv-Q of ExaBGP's BGP sockets: 0 once ExaBGP has read all the leaf sent."""
+    text = netlab.sh(exa.link.host, "ss", "-tnH", "state", "established", "( dport = :179 )")
+    return [int(line.split()[0]) for line in text.stdout.splitlines() if line.strip()]
+
+
+@both_releases
+def test_routes_the_leaf_sends_back_are_not_kept(exa: ExaBGPUnderTest, release: str) -> None:
+    """FRR sends the host its own routes back (AS path 65000 65001). With adj-rib-in false,
+    as shipped (exabgp/exabgp5.conf, netlab.exabgp_neighbor), ExaBGP keeps none of them:
+    at 100k routes they were 51 MB of ExaBGP's 146 (docs/performance.md)."""
+    announced_ok(exa, "10.0.0.30/32 next-hop self")
+    wait_at_frr(exa, "10.0.0.30/32")
+    frr = exa.link.frr
+    advertised = f"show bgp ipv4 unicast neighbors {HOST_V4} advertised-routes json"
+    poll(lambda: "10.0.0.30/32" in frr.vtysh_json(advertised).get("advertisedRoutes", {}),
+         10, "FRR advertising 10.0.0.30/32 back to the host")  # fmt: skip
+    poll(lambda: frr.vtysh_json("show bgp ipv4 unicast summary json")["peers"][HOST_V4]["outq"]
+         == 0, 10, "FRR's queue towards the host empty")  # fmt: skip
+    poll(lambda: _host_bgp_recv_queues(exa) == [0, 0], 10, "ExaBGP has read what FRR sent")
+    assert exa.helper.command("show adj-rib in") == ["done"]
+    assert exa.helper.command("show adj-rib in extensive") == ["done"]
+    # what goes out is unchanged: the route is still in ExaBGP's adj-rib-out
+    assert any("10.0.0.30/32" in line for line in exa.helper.command("show adj-rib out"))
+    assert exa.helper.command("withdraw route 10.0.0.30/32") == ["done"]
