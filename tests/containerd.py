@@ -30,15 +30,14 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from tests.netlab import CommandError, kill_and_wait, pid_alive, poll
+from tests.daemons import NetnsDaemon, run_checked, serving
+from tests.netlab import CommandError, poll
 
 IMAGE = "docker.io/library/aa-busybox:test"
 NAMESPACE = "aa"  # containerd's namespace: container ids given to CNI are "aa-<id>"
@@ -146,14 +145,11 @@ exec containerd --config "$W/config.toml"
 
 
 @dataclass
-class Containerd:
+class Containerd(NetnsDaemon):
     """A running containerd; ``ctr`` talks to it from its namespaces."""
 
-    ns: str
-    workdir: Path
+    NAME = "containerd"
     image: str = IMAGE
-    _proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
 
     @property
     def socket(self) -> Path:
@@ -179,34 +175,20 @@ class Containerd:
         """/usr/lib/cni as ctr sees it (Debian's ctr also looks there)."""
         return self.workdir / "usr-lib-cni"
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir.with_name(self.workdir.name + ".containerd.log")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def _ctr_argv(self, args: tuple[str, ...]) -> list[str]:
+        """`ctr args` in containerd's mount and network namespaces."""
+        return ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", f"--net=/run/netns/{self.ns}",
+                "ctr", "--address", str(self.socket), "--namespace", NAMESPACE, *args]  # fmt: skip
 
     def ctr(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """`ctr` in containerd's mount and network namespaces; CommandError when check fails."""
-        argv = ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", f"--net=/run/netns/{self.ns}",
-                "ctr", "--address", str(self.socket), "--namespace", NAMESPACE, *args]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise CommandError(f"command failed (rc={proc.returncode}): {argv!r}\n"
-                               f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}")  # fmt: skip
-        return proc
+        """`ctr args`; CommandError when check and it fails."""
+        return run_checked(self._ctr_argv(args), check=check, timeout=timeout)
 
     def ctr_background(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
         """`ctr args` left running (`ctr run` without -d waits for its task)."""
-        argv = ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", f"--net=/run/netns/{self.ns}",
-                "ctr", "--address", str(self.socket), "--namespace", NAMESPACE, *args]  # fmt: skip
+        argv = self._ctr_argv(args)
         with log.open("ab") as out:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT)  # fmt: skip
@@ -217,12 +199,10 @@ class Containerd:
         for plugin in DEBIAN_PLUGINS:
             shutil.copy2(DEBIAN_CNI_DIR / plugin, self.usr_lib_cni / plugin)
         self._write_config()
-        self._log = self.log_path.open("ab")
         argv = ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount",
                 "--propagation", "private", "sh", "-c", _MOUNTS]  # fmt: skip
         # nsenter, unshare and sh exec in turn: the Popen pid is containerd's.
-        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "W": str(self.workdir)})  # fmt: skip
+        self._spawn(argv, env={**os.environ, "W": str(self.workdir)})
         poll(self._ready, START_TIMEOUT, f"containerd in {self.ns} answering ({self.log_path})")
 
     def _write_config(self) -> None:
@@ -238,8 +218,7 @@ class Containerd:
         )
 
     def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise CommandError(f"containerd exited ({self._proc.returncode}):\n{self.log_text()}")
+        self._raise_if_exited()
         return self.socket.exists() and self.ctr("version", check=False).returncode == 0
 
     def import_image(self) -> None:
@@ -275,30 +254,9 @@ class Containerd:
             return
         with contextlib.suppress(CommandError, AssertionError, subprocess.TimeoutExpired):
             self.remove_everything()
-        shims = self._shims()
-        left = kill_and_wait([self.pid], signal.SIGTERM, timeout)
-        left += [p for p in shims if pid_alive(p)]
-        if left:
-            kill_and_wait(left, signal.SIGKILL, 5.0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(5)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._terminate(self._shims(), timeout)
 
 
-@contextlib.contextmanager
-def containerd(ns: str, workdir: Path) -> Iterator[Containerd]:
+def containerd(ns: str, workdir: Path) -> contextlib.AbstractContextManager[Containerd]:
     """containerd in namespace ns with its state in workdir, the busybox image imported."""
-    reason = missing()
-    if reason:
-        raise RuntimeError(reason)
-    daemon = Containerd(ns, workdir)
-    try:
-        daemon.start()
-        daemon.import_image()
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return serving(Containerd(ns, workdir), missing())

@@ -21,12 +21,11 @@ import shutil
 import signal
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
-from tests.netlab import CommandError, kill_and_wait, pid_alive, poll
+from tests.daemons import NetnsDaemon, run_checked, serving
+from tests.netlab import poll
 
 IMAGE = "aa-busybox:test"
 BUSYBOX = Path("/bin/busybox")
@@ -61,14 +60,11 @@ def _busybox_tar(path: Path) -> None:
 
 
 @dataclass
-class Dockerd:
+class Dockerd(NetnsDaemon):
     """A running dockerd; ``cli`` talks to it, ``restart``/``kill`` drive it."""
 
-    ns: str
-    workdir: Path
+    NAME = "dockerd"
     image: str = IMAGE
-    _proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
     _containerd_pids: list[int] = field(default_factory=list)
 
     @property
@@ -79,30 +75,14 @@ class Dockerd:
     def host(self) -> str:
         return f"unix://{self.socket}"
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    @property
-    def log_path(self) -> Path:
-        """Beside workdir, so that it outlives it (pytest keeps the last runs' tmp dirs)."""
-        return self.workdir.with_name(self.workdir.name + ".dockerd.log")
-
     def cli(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """`docker -H <ours> args...`; CommandError (with stderr) when check and it fails."""
-        argv = ["docker", "-H", self.host, *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise CommandError(f"command failed (rc={proc.returncode}): {argv!r}\n"
-                               f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}")  # fmt: skip
-        return proc
+        return run_checked(["docker", "-H", self.host, *args], check=check, timeout=timeout)
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
         argv = [
             "nsenter", f"--net=/run/netns/{self.ns}", "dockerd",
             "--data-root", str(self.workdir / "data"), "--exec-root", str(self.workdir / "exec"),
@@ -112,7 +92,7 @@ class Dockerd:
             "--userland-proxy=false",
         ]  # fmt: skip
         # nsenter execs dockerd: the Popen pid is dockerd's.
-        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self._spawn(argv)
         poll(self._ready, START_TIMEOUT, f"dockerd in {self.ns} answering (log {self.log_path})")
         self._containerd_pids = self._children("containerd")
 
@@ -122,17 +102,13 @@ class Dockerd:
         return path
 
     def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise CommandError(f"dockerd exited ({self._proc.returncode}):\n{self.log_text()}")
+        self._raise_if_exited()
         return self.socket.exists() and self.cli("version", check=False, timeout=10).returncode == 0
 
     def _children(self, name: str) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.pid), "-x", name],
                              capture_output=True, text=True, check=False).stdout  # fmt: skip
         return [int(p) for p in out.split()]
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal dockerd only (its containerd keeps running, as after a dockerd crash)."""
@@ -142,17 +118,7 @@ class Dockerd:
         """SIGTERM dockerd (it stops containers and its containerd), SIGKILL what is left."""
         if self._proc is None:
             return
-        pids = [self.pid, *self._containerd_pids, *self._children("containerd")]
-        left = kill_and_wait([self.pid], signal.SIGTERM, timeout)
-        left += [p for p in pids if pid_alive(p)]
-        if left:
-            kill_and_wait(left, signal.SIGKILL, 5.0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(5)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._terminate([*self._containerd_pids, *self._children("containerd")], timeout)
 
     def restart(self) -> None:
         self.stop()
@@ -165,26 +131,6 @@ class Dockerd:
         tar.unlink()
 
 
-def _unmount_under(path: Path) -> None:
-    """Lazily unmount whatever dockerd/containerd left mounted below path (deepest first)."""
-    prefix = str(path.resolve()) + "/"
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-
-
-@contextlib.contextmanager
-def dockerd(ns: str, workdir: Path) -> Iterator[Dockerd]:
+def dockerd(ns: str, workdir: Path) -> contextlib.AbstractContextManager[Dockerd]:
     """dockerd in namespace ns with its state in workdir, the busybox image imported."""
-    reason = missing()
-    if reason:
-        raise RuntimeError(reason)
-    daemon = Dockerd(ns, workdir)
-    try:
-        daemon.start()
-        daemon.import_image()
-        yield daemon
-    finally:
-        daemon.stop()
-        _unmount_under(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
+    return serving(Dockerd(ns, workdir), missing())

@@ -33,7 +33,8 @@ from announcer.sources.docker import (
     signal_number,
     stop_signals,
 )
-from tests.dockerd import Dockerd, _unmount_under, missing
+from tests.daemons import serving
+from tests.dockerd import Dockerd, missing
 from tests.integration.fake_exabgp import FakeExaBGP
 from tests.netlab import kill_and_wait, netns, poll, sh
 
@@ -93,30 +94,25 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         sh(ns, "ip", "link", "set", "vethr1", "up")
         sh(ns, "ip", "link", "set", "ctr1", "up")
         # containerd's sockets live under the exec root: unix socket paths stop at 104 bytes
-        workdir = Path(tempfile.mkdtemp(prefix="aads", dir="/tmp"))
-        daemon = LiveRestoreDockerd(ns, workdir)
+        daemon = LiveRestoreDockerd(ns, Path(tempfile.mkdtemp(prefix="aads", dir="/tmp")))
         try:
-            daemon.start()
-            daemon.import_image()
-            config = tmp_path / "announcer.yaml"
-            config.write_text(
-                "kernel:\n  interfaces: ['vethr*']\n  resync_interval_seconds: 3600\n"
-                "policy:\n  allow: ['10.0.0.0/8']\n"
-                "lifecycle:\n  require_instance: true\n  sync_timeout_seconds: 10\n  stale_after_seconds: 120\n"
-                f"docker:\n  enabled: true\n  url: {daemon.host}\n  relist_interval_seconds: 2\n"
-            )
-            exa = FakeExaBGP(ns, config)
-            try:
-                yield Rig(ns, daemon, exa)
-            finally:
-                exa.close()
-                (tmp_path / "announcer.log").write_text(exa.stderr())
+            with serving(daemon, None):
+                config = tmp_path / "announcer.yaml"
+                config.write_text(
+                    "kernel:\n  interfaces: ['vethr*']\n  resync_interval_seconds: 3600\n"
+                    "policy:\n  allow: ['10.0.0.0/8']\n"
+                    "lifecycle:\n  require_instance: true\n  sync_timeout_seconds: 10\n  stale_after_seconds: 120\n"
+                    f"docker:\n  enabled: true\n  url: {daemon.host}\n  relist_interval_seconds: 2\n"
+                )
+                exa = FakeExaBGP(ns, config)
+                try:
+                    yield Rig(ns, daemon, exa)
+                finally:
+                    exa.close()
+                    (tmp_path / "announcer.log").write_text(exa.stderr())
         finally:
-            daemon.stop()
-            if daemon.log_path.exists():
-                shutil.copy(daemon.log_path, tmp_path / "dockerd.log")
-            _unmount_under(workdir)
-            shutil.rmtree(workdir, ignore_errors=True)
+            if daemon.log_path.exists():  # into the test's tmp dir: nothing left in /tmp
+                shutil.move(daemon.log_path, tmp_path / "dockerd.log")
 
 
 class LiveRestoreDockerd(Dockerd):
