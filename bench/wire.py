@@ -40,22 +40,25 @@ class Segment:
 
 
 def parse_frame(frame: bytes) -> Segment | None:
-    """An Ethernet/IPv4/TCP frame with payload -> Segment (None for anything else)."""
-    if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
+    """An Ethernet frame carrying IPv4 or IPv6 (no extension headers) TCP with payload ->
+    Segment, addresses as ints (None for anything else)."""
+    ethertype, ip = frame[12:14], frame[14:]
+    if ethertype == b"\x08\x00" and len(ip) >= 20 and ip[0] >> 4 == 4:
+        if ip[9] != socket.IPPROTO_TCP:
+            return None
+        (total,) = struct.unpack_from("!H", ip, 2)  # GSO frames may carry 0
+        tcp = ip[(ip[0] & 0x0F) * 4 : total or len(ip)]
+        src, dst = struct.unpack_from("!II", ip, 12)
+    elif ethertype == b"\x86\xdd" and len(ip) >= 40 and ip[6] == socket.IPPROTO_TCP:
+        (length,) = struct.unpack_from("!H", ip, 4)
+        tcp = ip[40 : 40 + length] if length else ip[40:]
+        src, dst = int.from_bytes(ip[8:24], "big"), int.from_bytes(ip[24:40], "big")
+    else:
         return None
-    ip = frame[14:]
-    ihl = (ip[0] & 0x0F) * 4
-    if ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_TCP:
-        return None
-    (total,) = struct.unpack_from("!H", ip, 2)
-    total = total if total else len(ip)  # GSO frames may carry 0
-    src, dst = struct.unpack_from("!II", ip, 12)
-    tcp = ip[ihl:total]
     if len(tcp) < 20:
         return None
     sport, dport, seq = struct.unpack_from("!HHI", tcp, 0)
-    offset = (tcp[12] >> 4) * 4
-    payload = tcp[offset:]
+    payload = tcp[(tcp[12] >> 4) * 4 :]
     if not payload:
         return None
     return Segment(src, sport, dst, dport, seq, bytes(payload))

@@ -6,7 +6,7 @@ No timings are asserted here (issue 10: a benchmark, not a test); `make bench` m
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
@@ -132,6 +132,18 @@ def test_frame_parsing_keeps_tcp_payloads_only() -> None:
     assert (segment.sport, segment.dport, segment.seq, segment.payload) == (40000, 179, 77, payload)
     assert parse_frame(frame[:14] + ip[:9] + b"\x11" + ip[10:] + tcp + payload) is None  # UDP
     assert parse_frame(frame[: 14 + 40]) is None  # no payload
+    v6_header = struct.pack("!IHBB", 6 << 28, len(tcp) + len(payload), 6, 64)
+    host, peer = IPv6Address("fd00:99::2"), IPv6Address("fd00:99::1")
+    v6 = b"\0" * 12 + b"\x86\xdd" + v6_header + host.packed + peer.packed + tcp + payload
+    segment = parse_frame(v6)
+    assert segment is not None
+    assert (segment.src, segment.dst, segment.sport, segment.payload) == (
+        int(host),
+        int(peer),
+        40000,
+        payload,
+    )
+    assert parse_frame(v6[:20] + b"\x11" + v6[21:]) is None  # UDP over IPv6
 
 
 def test_netlink_route_messages_round_trip_through_the_event_parser() -> None:

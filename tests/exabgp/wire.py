@@ -14,44 +14,14 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_network
+from ipaddress import ip_address, ip_network
 
 from bench.nl import in_netns
-from bench.wire import ETH_P_ALL, PACKET_OUTGOING, BgpStream
+from bench.wire import ETH_P_ALL, PACKET_OUTGOING, BgpStream, parse_frame
 
 BGP_PORT = 179
 UPDATE = 2
 MP_REACH, MP_UNREACH = 14, 15
-_ETH_IPV4, _ETH_IPV6 = b"\x08\x00", b"\x86\xdd"
-
-
-@dataclass(frozen=True, slots=True)
-class TcpPayload:
-    key: tuple[str, int, str, int]  # src, sport, dst, dport
-    seq: int
-    payload: bytes
-
-
-def parse_frame(frame: bytes) -> TcpPayload | None:
-    """An Ethernet frame carrying IPv4 or IPv6 (no extension headers) TCP with payload."""
-    ethertype, ip = frame[12:14], frame[14:]
-    if ethertype == _ETH_IPV4 and len(ip) >= 20 and ip[9] == socket.IPPROTO_TCP:
-        (total,) = struct.unpack_from("!H", ip, 2)
-        tcp = ip[(ip[0] & 0x0F) * 4 : total or len(ip)]
-        src, dst = str(IPv4Address(ip[12:16])), str(IPv4Address(ip[16:20]))
-    elif ethertype == _ETH_IPV6 and len(ip) >= 40 and ip[6] == socket.IPPROTO_TCP:
-        (length,) = struct.unpack_from("!H", ip, 4)
-        tcp = ip[40 : 40 + length] if length else ip[40:]
-        src, dst = str(IPv6Address(ip[8:24])), str(IPv6Address(ip[24:40]))
-    else:
-        return None
-    if len(tcp) < 20:
-        return None
-    sport, dport, seq = struct.unpack_from("!HHI", tcp, 0)
-    payload = tcp[(tcp[12] >> 4) * 4 :]
-    if not payload:
-        return None
-    return TcpPayload((src, sport, dst, dport), seq, bytes(payload))
 
 
 def _prefixes(data: bytes, afi_bytes: int) -> list[str]:
@@ -116,8 +86,8 @@ class UpdateCapture:
     ns: str
     ifname: str
     sources: frozenset[str]
-    streams: dict[tuple[str, int, str, int], BgpStream] = field(default_factory=dict)
-    updates: dict[tuple[str, int, str, int], list[bytes]] = field(default_factory=dict)
+    streams: dict[tuple[str, int, int, int], BgpStream] = field(default_factory=dict)
+    updates: dict[tuple[str, int, int, int], list[bytes]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -135,6 +105,7 @@ class UpdateCapture:
         return self
 
     def _run(self) -> None:
+        by_int = {int(ip_address(source)): source for source in self.sources}
         while not self._stop.is_set():
             try:
                 frame, _, _, address = self.sock.recvmsg(1 << 17)
@@ -145,15 +116,15 @@ class UpdateCapture:
             if address[2] == PACKET_OUTGOING:
                 continue
             segment = parse_frame(frame)
-            if segment is None or segment.key[0] not in self.sources:
+            source = None if segment is None else by_int.get(segment.src)
+            if segment is None or source is None or BGP_PORT not in (segment.sport, segment.dport):
                 continue
-            if segment.key[3] != BGP_PORT and segment.key[1] != BGP_PORT:
-                continue
-            stream = self.streams.setdefault(segment.key, BgpStream())
+            key = (source, segment.sport, segment.dst, segment.dport)
+            stream = self.streams.setdefault(key, BgpStream())
             messages = [m for m in stream.feed(segment.seq, segment.payload) if m[18] == UPDATE]
             if messages:
                 with self.lock:
-                    self.updates.setdefault(segment.key, []).extend(messages)
+                    self.updates.setdefault(key, []).extend(messages)
 
     def by_source(self) -> dict[str, list[bytes]]:
         """Source address -> its UPDATEs in order; one connection per source expected."""
