@@ -16,20 +16,17 @@ floor compares with the other tools figure by figure.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
 
+from bench.feed_client import FeedClient
 from bench.launcher_feed import FIRST_PREFIX
 from bench.measure import LatencyTrials, burst, loadavg
 from bench.nl import wait_until
 from bench.setups import REPO, Lab, Tool, launcher_mode
-from tests.netlab import HOST_V4, PEER_V4, ExaBGPProcess, exabgp_neighbor, poll
+from tests.netlab import HOST_V4, PEER_V4, ExaBGPProcess, exabgp_neighbor
 
 NAME = "exabgp-alone"
 
@@ -40,48 +37,21 @@ class FloorTool(Tool):
 
     env: dict[str, str] | None = None
     exabgp: ExaBGPProcess | None = None
-    answered: int = 0
+    feed: FeedClient = field(init=False)
 
-    @property
-    def feed_dir(self) -> Path:
-        return self.workdir / "feed"
+    def __post_init__(self) -> None:
+        self.feed = FeedClient(self.workdir / "feed")
 
     def start(self) -> None:
-        self.feed_dir.mkdir(parents=True, exist_ok=True)
-        fifo = self.feed_dir / "ctl.fifo"
-        if not fifo.exists():
-            os.mkfifo(fifo)
-        run = f"{sys.executable} -m bench.launcher_feed {self.feed_dir}"
-        conf = f"process feed {{\n    run {run};\n    encoder json;\n}}\n"
-        conf += exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["feed"])
+        self.feed.prepare()
+        conf = self.feed.process_block() + exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["feed"])
         self.started_at = time.monotonic()
         env = {"PYTHONPATH": str(REPO), **(self.env or {})}
         self.exabgp = ExaBGPProcess.start(self.ns, self.workdir / "exabgp", conf, env=env)
 
-    def _fifo(self) -> int | None:
-        try:  # non-blocking: ENXIO until the stand-in has opened its end
-            return os.open(self.feed_dir / "ctl.fifo", os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return None
-
     def command(self, line: str, timeout: float = 600) -> dict[str, Any]:
         """One command to the stand-in; its JSON answer (see bench.launcher_feed)."""
-        fd = poll(self._fifo, 30, "the stand-in's command FIFO", interval=0.02)
-        try:
-            os.write(fd, f"{line}\n".encode())
-        finally:
-            os.close(fd)
-        results = self.feed_dir / "results.jsonl"
-
-        def answer() -> dict[str, Any] | None:
-            if not results.exists():
-                return None
-            lines = results.read_text().splitlines()
-            return json.loads(lines[self.answered]) if len(lines) > self.answered else None
-
-        found = poll(answer, timeout, f"the stand-in's answer to {line!r}", interval=0.005)
-        self.answered += 1
-        return found
+        return self.feed.command(line, timeout)
 
     def send(self, verb: str, prefixes: list[IPv4Address]) -> float:
         """A burst as the announcer writes it (contiguous prefixes); t0 = first write."""

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bgp_sink import BgpSink
+from bench.feed_client import FeedClient
 from bench.launcher_feed import FIRST_PREFIX as FIRST
 from bench.launcher_feed import WINDOW
 from bench.setups import cpu_seconds, pid_rss_hwm_mb
@@ -71,24 +72,15 @@ OUT = REPO / "artifacts/bench/launcher.json"
 class Rig:
     """ExaBGP (stock or accelerated) + the stand-in in host, the sink in peer."""
 
-    def __init__(self, host: str, peer: str, work: Path, exabgp: ExaBGPProcess, sink: BgpSink):
+    def __init__(
+        self, host: str, peer: str, work: Path, exabgp: ExaBGPProcess, sink: BgpSink,
+        feed: FeedClient,
+    ) -> None:  # fmt: skip
         self.host, self.peer, self.work, self.exabgp, self.sink = host, peer, work, exabgp, sink
-        self.feed_dir, self.done = work / "feed", 0
+        self.feed = feed
 
     def command(self, line: str, timeout: float = 600) -> dict[str, Any]:
-        with (self.feed_dir / "ctl.fifo").open("w") as fifo:
-            fifo.write(line + "\n")
-        results = self.feed_dir / "results.jsonl"
-
-        def answered() -> dict[str, Any] | None:
-            if not results.exists():
-                return None
-            lines = results.read_text().splitlines()
-            return json.loads(lines[self.done]) if len(lines) > self.done else None
-
-        found = poll(answered, timeout, f"the stand-in's answer to {line!r}", interval=0.02)
-        self.done += 1
-        return found
+        return self.feed.command(line, timeout, interval=0.02)
 
     def wire(self, table: str, dsts: list[int], since: float, timeout: float = 600) -> float:
         """When the last of dsts reached the peer in table (announced/withdrawn)."""
@@ -98,13 +90,6 @@ class Rig:
             return last if count == len(dsts) else None
 
         return poll(all_seen, timeout, f"{len(dsts)} {table} at the peer", interval=0.02)
-
-
-def _conf(feed_dir: Path) -> str:
-    run = f"{sys.executable} -m bench.launcher_feed {feed_dir}"
-    return f"process feed {{\n    run {run};\n    encoder json;\n}}\n" + exabgp_neighbor(
-        PEER_V4, HOST_V4, "ipv4", ["feed"]
-    )
 
 
 def _executable(work: Path, release: str, accelerated: bool) -> str:
@@ -121,9 +106,9 @@ def _executable(work: Path, release: str, accelerated: bool) -> str:
 def rig(work: Path, release: str, accelerated: bool, env: dict[str, str]) -> Iterator[Rig]:
     shutil.rmtree(work, ignore_errors=True)  # a fresh directory per run
     work.mkdir(parents=True)
-    feed_dir = work / "feed"
-    feed_dir.mkdir(exist_ok=True)
-    os.mkfifo(feed_dir / "ctl.fifo")
+    feed = FeedClient(work / "feed")
+    feed.prepare()
+    conf = feed.process_block() + exabgp_neighbor(PEER_V4, HOST_V4, "ipv4", ["feed"])
     with netns("xlhost") as host, netns("xlpeer") as peer:
         veth_pair(host, HOST_IF, peer, PEER_IF)
         sh(host, "ip", "addr", "add", f"{HOST_V4}/24", "dev", HOST_IF)
@@ -131,9 +116,9 @@ def rig(work: Path, release: str, accelerated: bool, env: dict[str, str]) -> Ite
         sink = BgpSink(peer, PEER_V4, PEER_ASN).start()
         full_env = {"PYTHONPATH": str(REPO), **env}
         exe = _executable(work, release, accelerated)
-        exa = ExaBGPProcess.start(host, work / "exabgp", _conf(feed_dir), full_env, exe)
+        exa = ExaBGPProcess.start(host, work / "exabgp", conf, full_env, exe)
         try:
-            rig = Rig(host, peer, work, exa, sink)
+            rig = Rig(host, peer, work, exa, sink, feed)
             poll(sink.established.is_set, 60, "BGP session at the sink")
             rig.command("up")
             poll(sink.end_of_rib.is_set, 30, "ExaBGP's End-of-RIB at the sink")
